@@ -1,0 +1,2 @@
+"""dino_train: DINO models, checkpoints and pretraining."""
+__version__ = "0.1.0"
