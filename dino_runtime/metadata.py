@@ -43,6 +43,7 @@ class ModelMetadata:
     batch: str = "1"               # "N" fixed, or "dynamic:min,opt,max"
     checkpoint_sha256: str = ""
     toolkit_version: str = ""
+    tensorrt_version: str = ""     # engines only: the TensorRT that built it (must match at load)
 
     @property
     def grid(self) -> tuple[int, int]:
