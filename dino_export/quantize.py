@@ -1,0 +1,79 @@
+"""float32 ONNX -> int8 QDQ for CPUs, calibrated on the user's images.
+
+ONNX Runtime static quantization in QDQ format: per-channel int8 weights and uint8
+activations (the u8s8 form that x86 VNNI multiplies directly) for the patch-embedding Conv and
+the weight MatMuls (qkv, proj, fc1, fc2). LayerNorm, Softmax, GELU and the residual Adds are
+not in the quantized op types, so they stay float; the attention products (q @ k, probs @ v)
+have no weights and stay float too, because their activations have outliers that one uint8
+scale cannot hold.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from dino_train.errors import UserError
+
+from .config import ExportConfig
+from .images import folder_images, normalize_bgr
+
+QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+class _Reader:
+    """ORT CalibrationDataReader over preprocessed images, one image per call."""
+
+    def __init__(self, input_name: str, feeds: list[np.ndarray]) -> None:
+        self._items = iter([{input_name: f} for f in feeds])
+
+    def get_next(self):
+        return next(self._items, None)
+
+
+def calibration_feeds(config: ExportConfig, batch: int) -> list[np.ndarray]:
+    """Images from ``config.calib_data`` in the graph's input format, in chunks of ``batch``."""
+    if config.calib_data is None:
+        raise UserError("int8 needs calibration images: pass --calib-data DIR")
+    bgr = folder_images(config.calib_data, config.calib_count, config.img_size)
+    # A fixed-batch graph needs full batches: repeat images to fill the last one.
+    reps = -(-len(bgr) // batch) * batch
+    bgr = np.concatenate([bgr, bgr[: reps - len(bgr)]]) if reps > len(bgr) else bgr
+    feeds = [bgr[i:i + batch] for i in range(0, len(bgr), batch)]
+    return feeds if config.preprocess else [normalize_bgr(f) for f in feeds]
+
+
+def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
+    """MatMul nodes with no initializer operand (activation x activation) -> to exclude."""
+    inits = {i.name for i in proto.graph.initializer}
+    consts = {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return [n.name for n in proto.graph.node if n.op_type == "MatMul"
+            and not any(i in inits or i in consts for i in n.input)]
+
+
+def quantize_int8(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelProto:
+    """Static QDQ int8 of ``proto`` (float32) calibrated on ``config.calib_data``."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    batch = config.example_batch if config.dynamic_batch is None else 1
+    feeds = calibration_feeds(config, batch)
+    input_name = proto.graph.input[0].name
+    logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
+        src, pre, dst = (Path(tmp) / n for n in ("f32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(proto, src)
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        pre_proto = onnx.load(pre)
+        quantize_static(
+            str(pre), str(dst), _Reader(input_name, feeds), quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+            op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=activation_matmuls(pre_proto),
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+        return onnx.load(dst)
