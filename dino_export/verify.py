@@ -203,8 +203,14 @@ def verify_onnx(path: str | Path, model: VisionTransformer, meta: ModelMetadata,
                 inputs: list[tuple[str, np.ndarray]] | None = None, threads: int = 0
                 ) -> VerifyReport:
     """Run the file and the model on the same images; the report says whether it passes."""
+    return verify_runner(OnnxRunner(path, meta, threads), model, meta, inputs)
+
+
+def verify_runner(runner, model: VisionTransformer, meta: ModelMetadata,
+                  inputs: list[tuple[str, np.ndarray]] | None = None) -> VerifyReport:
+    """``runner(bgr) -> {output name: array}`` (ONNX Runtime or an engine) against PyTorch,
+    with the tolerance of ``meta.precision``."""
     inputs = inputs if inputs is not None else verification_inputs(tuple(meta.img_size))
-    runner = OnnxRunner(path, meta, threads)
     report = VerifyReport(meta.precision, TOLERANCES[meta.precision])
     for label, bgr in inputs:
         report.rows.append(compare(label, torch_reference(model, bgr), runner(bgr)))

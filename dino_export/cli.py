@@ -1,0 +1,105 @@
+"""``dino-export CHECKPOINT [-o OUT.onnx] [options]``: see ``dino-export --help`` and the README.
+
+Bad input gives one line on stderr (``dino-export: ...``) and exit code 2 for a usage error,
+1 for anything else; never a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from dino_train.errors import UserError
+
+from .config import DEFAULT_OPSET, OUTPUT_CHOICES, ExportConfig
+from .targets import precisions
+
+PROG = "dino-export"
+
+
+def default_output(checkpoint: str, precision: str) -> Path:
+    """``ckpt.pth`` -> ``./ckpt.onnx`` (``./ckpt.fp16.onnx`` etc. for other precisions)."""
+    stem = Path(checkpoint).stem if Path(checkpoint).suffix else Path(checkpoint).name
+    return Path(stem + ("" if precision == "fp32" else f".{precision}") + ".onnx")
+
+
+def parse_outputs(values: tuple[str, ...]) -> tuple[str, ...]:
+    """``--outputs cls,attn --outputs patch`` -> ("cls", "attn", "patch")."""
+    names = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    bad = [n for n in names if n not in OUTPUT_CHOICES]
+    if bad:
+        raise click.BadParameter(f"{bad[0]!r} is not one of {', '.join(OUTPUT_CHOICES)}",
+                                 param_hint="'--outputs'")
+    return tuple(names)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="ONNX file to write [default: CHECKPOINT stem + .onnx in the current folder].")
+@click.option("--img-size", nargs=2, type=int, default=(224, 224), show_default=True,
+              metavar="H W", help="Input size in pixels; both multiples of the patch size.")
+@click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size.")
+@click.option("--dynamic-batch", nargs=3, type=int, default=None, metavar="MIN OPT MAX",
+              help="Symbolic batch instead of --batch; OPT is TensorRT's tuning point.")
+@click.option("--outputs", multiple=True, default=("cls", "attn"), show_default=True,
+              help="Any of cls, attn, patch (comma-separated or repeated).")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
+              help="ONNX opset (>= 17); 23 turns the fused attention into ONNX Attention ops.")
+@click.option("--precision", type=click.Choice(precisions("onnx")), default="fp32",
+              show_default=True, help="fp16 is for GPU execution providers; int8 for CPUs.")
+@click.option("--calib-data", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Folder of images for int8 calibration (required for int8).")
+@click.option("--calib-count", type=int, default=64, show_default=True,
+              help="How many --calib-data images to calibrate on.")
+@click.option("--preprocess", is_flag=True,
+              help="Graph input uint8 BGR (B, H, W, 3): normalisation baked into the graph.")
+@click.option("--trt", type=click.Choice(precisions("engine")), default=None,
+              help="Also build OUT.<precision>.engine with TensorRT (needs an NVIDIA GPU).")
+@click.option("--workspace", type=float, default=4.0, show_default=True, metavar="GIB",
+              help="TensorRT builder workspace limit in GiB.")
+@click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime vs PyTorch comparison.")
+@click.option("--checkpoint-key", default="teacher", show_default=True,
+              help="Which network of a training checkpoint: teacher or student.")
+def cli(checkpoint, output, img_size, batch, dynamic_batch, outputs, opset, precision,
+        calib_data, calib_count, preprocess, trt, workspace, no_verify, checkpoint_key) -> None:
+    """Export a DINO ViT CHECKPOINT (a file or a hub name such as dino_vits8) to verified ONNX
+    with its [CLS] embedding and last-block attention, and optionally a TensorRT engine."""
+    from .pipeline import ExportRequest, run_export
+    if calib_data is not None and not calib_data.is_dir():
+        raise UserError(f"--calib-data {calib_data}: not a directory of images")
+    config = ExportConfig(
+        img_size=tuple(img_size), batch=batch, dynamic_batch=dynamic_batch,
+        outputs=parse_outputs(outputs), opset=opset, precision=precision, preprocess=preprocess,
+        calib_data=calib_data, calib_count=calib_count, checkpoint_key=checkpoint_key)
+    if workspace <= 0:
+        raise UserError(f"--workspace must be positive, got {workspace}")
+    out = output or default_output(checkpoint, precision)
+    run_export(ExportRequest(checkpoint, out, config, trt, workspace, not no_verify),
+               log=lambda line: click.echo(line))
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"{PROG}: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: click without its multi-line usage errors."""
+    try:
+        cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.UsageError as e:
+        _fail(e.format_message(), 2)
+    except UserError as e:
+        _fail(str(e), 1)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()
