@@ -1,0 +1,109 @@
+"""Python API: ``Runtime("model.onnx")(frames)`` and ``Runtime(...).stream(source)``.
+
+    from dino_runtime import Runtime
+    rt = Runtime("dino_vits16.onnx")              # backend chosen by the file type
+    out = rt(frames)                              # frames (B, H, W, 3) uint8 BGR
+    out.cls, out.attn, out.masks                  # (B, D), (B, heads, h, w), (B, 1, h, w) bool
+    for r in rt.stream("video.mp4"):              # or a camera index, folder, glob, URL
+        r.index, r.timestamp, r.cls, r.masks
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .backends import BackendOptions, load_backend
+from .errors import OptionError
+from .pipeline import Pipeline, PipelineConfig, RunSummary, effective_batch
+from .postprocess import HeadSelection, mass_threshold_masks
+from .preprocess import InputSpec, Preprocessor, stack
+from .render import RenderOptions
+from .results import BatchResult, FrameResult
+from .sources import Source, SourceSpec, open_source
+
+
+class Runtime:
+    """An exported model (``.onnx``, ``.engine``) or checkpoint (``.pth``) ready to run on frames.
+
+    ``heads``: ``"mean"``, ``"all"`` or a head index, for the masks; ``threshold``: the official
+    mass threshold (None: no masks). ``input_size`` (H, W) applies to checkpoints only: exported
+    files carry their own; without it a checkpoint runs at short side 224 with the aspect of
+    ``frame_size`` (H, W). Other arguments go to the backend (see ``BackendOptions``).
+    """
+
+    def __init__(self, model: str | os.PathLike, *, backend: str = "auto", device: str = "auto",
+                 batch_size: int = 8, heads: str | int = "mean", threshold: float | None = 0.6,
+                 input_size: tuple[int, int] | None = None, precision: str = "auto",
+                 threads: int | None = None, providers: Sequence[str] | None = None,
+                 frame_size: tuple[int, int] | None = None, warmup: bool = True) -> None:
+        options = BackendOptions(device=device, precision=precision, input_size=input_size,
+                                 frame_size=frame_size, threads=threads,
+                                 providers=tuple(providers) if providers else None)
+        self.backend = load_backend(model, backend, options)
+        self.metadata = self.backend.metadata
+        self.heads = HeadSelection.parse(heads)
+        self.heads.check(self.metadata.num_heads)
+        self.threshold = threshold
+        if batch_size < 1:
+            raise OptionError(f"batch size must be >= 1, got {batch_size}")
+        self.batch_size, self.pad_to = effective_batch(batch_size, self.metadata.batch)
+        self.preprocessor = Preprocessor(InputSpec.from_metadata(self.metadata))
+        self.last_summary: RunSummary | None = None
+        if warmup:  # the first call allocates and plans; keep that out of every timing
+            h, w = self.metadata.img_size
+            self.backend.run(stack([self.preprocessor(np.zeros((h, w, 3), np.uint8))], self.pad_to))
+
+    @property
+    def device(self) -> str:
+        return self.backend.device
+
+    def __call__(self, frames: np.ndarray | Sequence[np.ndarray]) -> BatchResult:
+        """frames (B, H, W, 3) uint8 BGR (any H, W; resized to the model) -> :class:`BatchResult`."""
+        images = list(frames)
+        for image in images:
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"frames must be (H, W, 3) uint8 BGR, got {image.shape} "
+                                 f"{image.dtype}")
+        if not images:
+            raise ValueError("no frames given")
+        inputs = [self.preprocessor(image) for image in images]
+        parts = [self._run_chunk(inputs[i:i + self.batch_size])
+                 for i in range(0, len(inputs), self.batch_size)]
+        cls = np.concatenate([p.cls for p in parts])
+        attn = np.concatenate([p.attn for p in parts])
+        patch = (np.concatenate([p.patch for p in parts]) if parts[0].patch is not None else None)
+        masks = (mass_threshold_masks(self.heads.select(attn), self.threshold)
+                 if self.threshold is not None else None)
+        return BatchResult(cls, attn, masks, patch)
+
+    def _run_chunk(self, inputs: list[np.ndarray]):
+        out = self.backend.run(stack(inputs, self.pad_to))
+        n = len(inputs)  # drop the rows that only padded a fixed-batch graph
+        out.cls, out.attn = out.cls[:n], out.attn[:n]
+        out.patch = out.patch[:n] if out.patch is not None else None
+        return out
+
+    def pipeline(self, source: Source, *, max_frames: int | None = None,
+                 render: RenderOptions | None = None, live: bool | None = None,
+                 keep_patch: bool = True) -> Pipeline:
+        """The threaded pipeline over an opened ``source`` (used by ``stream`` and the CLI)."""
+        config = PipelineConfig(batch=self.batch_size, max_frames=max_frames, live=live,
+                                render=render, heads=self.heads, threshold=self.threshold,
+                                keep_patch=keep_patch)
+        return Pipeline(source, self.backend, config)
+
+    def stream(self, source: str | int | os.PathLike | Source, *, max_frames: int | None = None,
+               render: RenderOptions | None = None, live: bool | None = None
+               ) -> Iterator[FrameResult]:
+        """Results frame by frame, in order, from a camera index, path, glob, URL or Source.
+
+        The run's :class:`RunSummary` is in ``last_summary`` once the iteration ends.
+        """
+        if not hasattr(source, "frames"):
+            source = open_source(SourceSpec(camera=source) if isinstance(source, int)
+                                 else SourceSpec(path=str(source)))
+        pipe = self.pipeline(source, max_frames=max_frames, render=render, live=live)
+        self.last_summary = pipe.summary
+        yield from pipe.run()

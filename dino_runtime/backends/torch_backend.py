@@ -1,0 +1,110 @@
+"""PyTorch backend for training checkpoints (``.pth``/``.pt``/``.safetensors``).
+
+torch and dino_train are imported only when this backend is built, so the rest of the runtime
+imports without them. Checkpoints are read through ``dino_train.checkpoint.load_backbone``
+(safe unpickling, strict keys). On CPUs with native bf16 (AVX512-BF16 or AMX) the default
+precision is bf16, which roughly doubles matrix-multiply throughput; ``precision="fp32"`` gives
+the exported graphs' numerics.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable, ModelError, OptionError
+from ..metadata import ModelMetadata
+from ..preprocess import fit_size
+from .base import BackendOptions, ModelOutputs
+from .cuda import parse_device
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_has_bf16(torch) -> bool:
+    """True when oneDNN can run bf16 matrix multiplies natively on this CPU."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check()) if check is not None else False
+
+
+class TorchBackend:
+    """A DINO checkpoint run by PyTorch at a fixed input size (H, W)."""
+
+    name = "torch"
+
+    def __init__(self, model_path: str | os.PathLike, options: BackendOptions = BackendOptions()):
+        try:
+            import torch
+            from dino_train.checkpoint import load_backbone
+            from dino_train.errors import UserError
+        except ImportError as e:
+            raise BackendUnavailable(f"the torch backend needs PyTorch and dino_train ({e}); "
+                                     "install them, or export the model with dino-export "
+                                     "and run the .onnx file") from None
+        if options.precision not in PRECISIONS:
+            raise OptionError(f"unknown precision {options.precision!r}; "
+                             f"choose from {', '.join(PRECISIONS)}")
+        self.torch = torch
+        try:
+            model, info = load_backbone(Path(model_path), download=False)
+        except UserError as e:
+            raise ModelError(str(e)) from None
+        self.torch_device = self._device(options.device)
+        self.model = model.to(self.torch_device).eval()
+        self.dtype = self._dtype(options.precision)
+        size = tuple(options.input_size or self._default_size(options, info))
+        if size[0] % info.patch_size or size[1] % info.patch_size:
+            raise ModelError(f"input size {size[0]}x{size[1]} is not a multiple of the "
+                             f"patch size {info.patch_size}")
+        with torch.no_grad():
+            self.pos_embed = model.pos_embed_for_size(*size).to(self.torch_device)
+        grid = (size[0] // info.patch_size, size[1] // info.patch_size)
+        self.metadata = ModelMetadata(
+            arch=info.arch, patch_size=info.patch_size, embed_dim=info.embed_dim,
+            num_heads=info.num_heads, depth=info.depth, img_size=size,
+            outputs={"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
+                     "patch": ["B", grid[0] * grid[1], info.embed_dim]},
+            precision="bf16" if self.dtype == torch.bfloat16 else "fp32",
+            batch="dynamic:1,8,1024", checkpoint_sha256=info.sha256)
+        self.device = f"torch {self.torch_device} {self.metadata.precision}"
+
+    @staticmethod
+    def _default_size(options: BackendOptions, info) -> tuple[int, int]:
+        """The source's aspect at ``short_side`` when known, else the checkpoint's square size."""
+        if options.frame_size is not None:
+            return fit_size(options.frame_size, options.short_side, info.patch_size)
+        return info.img_size, info.img_size
+
+    def _device(self, device: str):
+        kind, index = parse_device(device)
+        cuda = self.torch.cuda.is_available()
+        if kind == "cuda" and not cuda:
+            raise BackendUnavailable(f"--device {device}: PyTorch sees no CUDA device; "
+                                     "use --device cpu")
+        return self.torch.device(f"cuda:{index}" if kind == "cuda" or (kind == "auto" and cuda)
+                                 else "cpu")
+
+    def _dtype(self, precision: str):
+        torch = self.torch
+        if precision == "fp32":
+            return torch.float32
+        native = self.torch_device.type == "cuda" or cpu_has_bf16(torch)
+        if precision == "bf16" and not native:
+            raise BackendUnavailable("--precision bf16: this CPU has no native bf16 "
+                                     "(AVX512-BF16 or AMX); use --precision fp32")
+        return torch.bfloat16 if native else torch.float32
+
+    def run(self, images: np.ndarray) -> ModelOutputs:
+        """(B, 3, H, W) float32 normalised RGB -> outputs, see ModelOutputs."""
+        torch = self.torch
+        x = torch.from_numpy(np.ascontiguousarray(images)).to(self.torch_device)
+        with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=self.dtype,
+                                                   enabled=self.dtype != torch.float32):
+            cls, patch, attn = self.model.forward_features_and_attention(x, self.pos_embed)
+        grid = self.metadata.grid
+        return ModelOutputs(_numpy(cls), _numpy(attn.unflatten(-1, grid)), _numpy(patch))
+
+
+def _numpy(t) -> np.ndarray:
+    return t.float().cpu().numpy()

@@ -1,0 +1,154 @@
+"""TensorRT backend: a serialised engine plus its JSON metadata (``<engine>.json``).
+
+The engine is deserialised with the installed TensorRT, tensors are bound by name (``images``
+or ``images_bgr`` in; ``cls``, ``attn``, ``patch`` out), and device buffers come from
+cuda-python, allocated once for the largest batch. Engines are specific to a TensorRT version
+and a GPU: a mismatch is an error that says to rebuild, never a crash.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendUnavailable, ModelError
+from ..metadata import ModelMetadata
+from .base import BackendOptions, ModelOutputs, batch_limits
+from .cuda import parse_device, require_cuda
+
+REBUILD = "rebuild it on this machine with dino-export"
+
+
+def _import_trt():
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise BackendUnavailable("the tensorrt backend needs TensorRT and cuda-python: "
+                                 "pip install 'dino-edge[trt]' on a machine with an NVIDIA GPU; "
+                                 "or run the .onnx file with --backend onnxruntime") from None
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        try:
+            from cuda import cudart
+        except ImportError:
+            raise BackendUnavailable("the tensorrt backend needs cuda-python for its GPU "
+                                     "buffers: pip install cuda-python") from None
+    return trt, cudart
+
+
+def read_sidecar(engine_path: Path) -> ModelMetadata:
+    sidecar = engine_path.with_name(engine_path.name + ".json")
+    if not sidecar.is_file():
+        raise ModelError(f"{engine_path}: metadata {sidecar.name} not found beside the engine; "
+                         f"{REBUILD}")
+    try:
+        return ModelMetadata.from_json(sidecar.read_text())
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{sidecar}: not dino-export metadata ({e})") from None
+
+
+class _Cuda:
+    """The few cuda-python runtime calls used here, with errors turned into exceptions."""
+
+    def __init__(self, cudart) -> None:
+        self.rt = cudart
+
+    def check(self, result):
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if int(err) != 0:
+            raise RuntimeError(f"CUDA error {err}")
+        return rest[0] if len(rest) == 1 else rest
+
+    def malloc(self, nbytes: int) -> int:
+        return int(self.check(self.rt.cudaMalloc(nbytes)))
+
+    def copy(self, dst: int, src: int, nbytes: int, kind: str, stream) -> None:
+        direction = getattr(self.rt.cudaMemcpyKind, f"cudaMemcpy{kind}")
+        self.check(self.rt.cudaMemcpyAsync(dst, src, nbytes, direction, stream))
+
+
+class TensorRTBackend:
+    """A serialised TensorRT engine (``.engine``/``.plan``) with its JSON sidecar."""
+
+    name = "tensorrt"
+
+    def __init__(self, model_path: str | os.PathLike, options: BackendOptions = BackendOptions()):
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such engine file")
+        kind, index = parse_device(options.device)
+        if kind == "cpu":
+            raise BackendUnavailable("TensorRT engines run on GPUs only; with --device cpu use "
+                                     "the .onnx file and --backend onnxruntime")
+        trt, cudart = _import_trt()
+        require_cuda(index)
+        self.metadata = read_sidecar(path)
+        built = self.metadata.tensorrt_version
+        if built and built != trt.__version__:
+            raise ModelError(f"{path}: built with TensorRT {built}, this machine has "
+                             f"{trt.__version__}; {REBUILD}")
+        self.cuda = _Cuda(cudart)
+        self.cuda.check(cudart.cudaSetDevice(index))
+        self.engine = self._deserialize(trt, path)
+        self.context = self.engine.create_execution_context()
+        self.stream = self.cuda.check(cudart.cudaStreamCreate())
+        self.trt = trt
+        self.device = f"TensorRT {trt.__version__} cuda:{index}"
+        self._bind_all()
+
+    def _deserialize(self, trt, path: Path):
+        self.logger = trt.Logger(trt.Logger.ERROR)
+        engine = trt.Runtime(self.logger).deserialize_cuda_engine(path.read_bytes())
+        if engine is None:  # TensorRT logs why; the usual cause is a version or GPU mismatch
+            raise ModelError(f"{path}: TensorRT {trt.__version__} cannot load this engine "
+                             f"(built by another TensorRT version or for another GPU); {REBUILD}")
+        return engine
+
+    def _bind_all(self) -> None:
+        """One device buffer per I/O tensor, sized for the largest batch."""
+        trt, engine = self.trt, self.engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.input_name = self.metadata.input_name
+        if self.input_name not in names:
+            raise ModelError(f"engine has no input {self.input_name!r} (tensors: {names}); {REBUILD}")
+        fixed, largest = batch_limits(self.metadata.batch)
+        shape = tuple(engine.get_tensor_shape(self.input_name))
+        if shape[0] < 0:
+            shape = tuple(engine.get_tensor_profile_shape(self.input_name, 0)[2])
+        self.max_batch = fixed or largest or shape[0]
+        self.outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        self.buffers: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
+        self.context.set_input_shape(self.input_name, (self.max_batch,) + shape[1:])
+        for name in [self.input_name] + self.outputs:
+            dims = tuple(self.context.get_tensor_shape(name))
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            ptr = self.cuda.malloc(int(np.prod(dims)) * dtype.itemsize)
+            self.context.set_tensor_address(name, ptr)
+            self.buffers[name] = (ptr, dtype, dims[1:])
+
+    def run(self, images: np.ndarray) -> ModelOutputs:
+        """(B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs, B <= the engine's largest batch."""
+        batch = images.shape[0]
+        if batch > self.max_batch:
+            raise ValueError(f"batch {batch} > the engine's largest batch {self.max_batch}")
+        ptr, dtype, _ = self.buffers[self.input_name]
+        host = np.ascontiguousarray(images, dtype=dtype)
+        self.context.set_input_shape(self.input_name, host.shape)
+        self.cuda.copy(ptr, host.ctypes.data, host.nbytes, "HostToDevice", self.stream)
+        if not self.context.execute_async_v3(self.stream):
+            raise RuntimeError("TensorRT execution failed")
+        results = {}
+        for name in self.outputs:
+            ptr, dtype, tail = self.buffers[name]
+            out = np.empty((batch,) + tail, dtype)
+            self.cuda.copy(out.ctypes.data, ptr, out.nbytes, "DeviceToHost", self.stream)
+            results[name] = out
+        self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
+        return ModelOutputs(results["cls"].astype(np.float32), results["attn"].astype(np.float32),
+                            results["patch"].astype(np.float32) if "patch" in results else None)
+
+    def __del__(self) -> None:
+        for ptr, _, _ in getattr(self, "buffers", {}).values():
+            self.cuda.rt.cudaFree(ptr)

@@ -1,0 +1,235 @@
+"""``dino-run``: attention segmentation and embeddings on video, images and cameras.
+
+    dino-run --model vits16.onnx --camera 0 --show-attention
+    dino-run --model vits16.onnx --source clip.mp4 --mask --save out.mp4 --embeddings cls.npy --no-display
+
+Exit status: 0 done (also after q/Esc), 1 a problem with the input (one line on stderr),
+130 interrupted by Ctrl-C (outputs written so far are finalised first).
+"""
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import click
+import cv2
+
+from .api import Runtime
+from .backends import BACKEND_CHOICES
+from .display import Display, check_display_available
+from .errors import RuntimeUserError
+from .pipeline import Pipeline
+from .postprocess import HeadSelection
+from .preprocess import aspect_warning
+from .render import RenderOptions
+from .sources import ImageFiles, Source, SourceSpec, open_source
+from .writers import MaskPngs, Sink, VideoSink, embeddings_sink
+
+EXIT_USER_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``dino-run`` was asked to do, validated."""
+
+    model: str
+    source: SourceSpec
+    render: RenderOptions
+    heads: HeadSelection
+    threshold: float | None        # None when neither --mask nor --masks-dir asks for masks
+    save: str | None
+    embeddings: str | None
+    masks_dir: str | None
+    batch: int
+    backend: str
+    device: str
+    precision: str
+    input_size: tuple[int, int] | None
+    max_frames: int | None
+    display: bool
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", " ").split()
+    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"{text!r}: expected HxW, e.g. 224x400", param_hint="--input-size")
+    return int(parts[0]), int(parts[1])
+
+
+def parse_heads(text: str) -> HeadSelection:
+    try:
+        return HeadSelection.parse(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[-1], param_hint="--heads") from None
+
+
+def open_outputs(opts: RunOptions, fps: float) -> list[Sink]:
+    sinks: list[Sink] = []
+    if opts.save:
+        sinks.append(VideoSink(opts.save, fps))
+    if opts.embeddings:
+        sinks.append(embeddings_sink(opts.embeddings))
+    if opts.masks_dir:
+        sinks.append(MaskPngs(opts.masks_dir))
+    return sinks
+
+
+def first_frame_hw(source: Source) -> tuple[int, int] | None:
+    """(H, W) of the source's frames when it can be known before the run."""
+    if source.info.size is not None:
+        return source.info.size[1], source.info.size[0]
+    if isinstance(source, ImageFiles):
+        image = cv2.imread(str(source.paths[0]), cv2.IMREAD_COLOR)
+        return None if image is None else image.shape[:2]
+    return None
+
+
+def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
+    runtime = Runtime(opts.model, backend=opts.backend, device=opts.device, batch_size=opts.batch,
+                      heads=opts.heads.mode if opts.heads.mode != "index" else opts.heads.index,
+                      threshold=opts.threshold, input_size=opts.input_size,
+                      precision=opts.precision, frame_size=frame_hw)
+    meta = runtime.metadata
+    if opts.render.pca and "patch" not in meta.outputs:
+        raise RuntimeUserError(f"--pca needs patch tokens, and {opts.model} exports only "
+                               f"{', '.join(meta.outputs)}; re-export it with the patch output")
+    if frame_hw is not None:
+        hint = aspect_warning(frame_hw, meta.img_size, meta.patch_size)
+        if hint:
+            click.echo(f"dino-run: warning: {hint}", err=True)
+    return runtime
+
+
+@contextlib.contextmanager
+def graceful_sigint(pipe: Pipeline) -> Iterator[None]:
+    """First Ctrl-C: stop the pipeline and let outputs be finalised; a second one: abort."""
+    def handler(signum, frame):
+        pipe.stop("interrupted (SIGINT)")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def consume(pipe: Pipeline, sinks: list[Sink], display: Display | None) -> None:
+    """The main-thread stage: write every result, show it, stop on q/Esc."""
+    with contextlib.closing(pipe.run()) as results:
+        for result in results:
+            for sink in sinks:
+                sink.write(result)
+            shown = result.rendered if result.rendered is not None else result.frame.image
+            if display is not None and not display.show(shown):
+                pipe.stop("q pressed")
+                break
+
+
+def close_all(sinks: list[Sink], display: Display | None) -> None:
+    """Finalise every output, even if one of them fails."""
+    errors = []
+    for sink in sinks:
+        try:
+            sink.close()
+        except Exception as e:  # keep finalising the others; reported below
+            errors.append(e)
+    if display is not None:
+        display.close()
+    if errors:
+        raise errors[0]
+
+
+def run(opts: RunOptions) -> int:
+    if opts.display:
+        check_display_available()
+    source = open_source(opts.source)
+    sinks = open_outputs(opts, source.info.fps)  # checks the paths; files appear on first write
+    runtime = load_runtime(opts, first_frame_hw(source))
+    meta = runtime.metadata
+    click.echo(f"dino-run: {meta.arch}/{meta.patch_size} {meta.img_size[0]}x{meta.img_size[1]} "
+               f"{meta.precision} on {runtime.backend.name} ({runtime.device}), batch "
+               f"{runtime.batch_size}; {source.info.description}"
+               f"{' (live)' if source.info.live else ''}", err=True)
+    needs_image = opts.display or opts.save is not None
+    pipe = runtime.pipeline(source, max_frames=opts.max_frames,
+                            render=opts.render if needs_image else None,
+                            keep_patch=False)
+    display = Display() if opts.display else None
+    try:
+        with graceful_sigint(pipe):
+            consume(pipe, sinks, display)
+    finally:
+        close_all(sinks, display)
+        click.echo(pipe.summary.format())
+    return EXIT_INTERRUPTED if pipe.summary.stop_reason.startswith("interrupted") else 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--model", required=True, help="Exported .onnx, TensorRT .engine (+ .json), or .pth checkpoint.")
+@click.option("--camera", type=int, help="Camera index (e.g. 0 for /dev/video0).")
+@click.option("--source", help="Video file, image, folder, glob ('frames/*.jpg') or rtsp/http URL.")
+@click.option("--show-attention", is_flag=True, help="Draw the attention heat map over the frame.")
+@click.option("--heads", default="mean", show_default=True, help="mean, all (a mosaic), or a head index K.")
+@click.option("--mask", is_flag=True, help="Draw the mass-threshold mask as contours.")
+@click.option("--threshold", type=float, default=0.6, show_default=True, help="Attention mass kept by the mask.")
+@click.option("--pca", is_flag=True, help="Colour patches by the PCA of their tokens (needs the patch output).")
+@click.option("--save", type=click.Path(dir_okay=False), help="Write the overlay video (.mp4 or .avi) at source resolution and fps.")
+@click.option("--embeddings", type=click.Path(dir_okay=False), help="Write one CLS vector per frame (.npy or .jsonl).")
+@click.option("--masks-dir", type=click.Path(file_okay=False), help="Write one PNG mask per frame into this folder.")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference call.")
+@click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="Checkpoints only (torch backend): bf16 where the CPU supports it.")
+@click.option("--input-size", help="Checkpoints only: HxW to run at (default: short side 224, the source's aspect).")
+@click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
+@click.option("--no-display", is_flag=True, help="No window (headless machines, batch jobs).")
+def command(model, camera, source, show_attention, heads, mask, threshold, pca, save, embeddings,
+            masks_dir, batch, backend, device, precision, input_size, max_frames, no_display) -> int:
+    """Run a DINO model on a video, images, a stream or a camera."""
+    if (camera is None) == (source is None):
+        raise click.UsageError("give exactly one of --camera N and --source PATH|URL")
+    if not 0.0 < threshold <= 1.0:
+        raise click.BadParameter(f"{threshold}: expected a mass fraction in (0, 1]",
+                                 param_hint="--threshold")
+    opts = RunOptions(
+        model=model, source=SourceSpec(camera=camera, path=source),
+        render=RenderOptions(attention=show_attention, mask=mask, pca=pca),
+        heads=parse_heads(heads),
+        threshold=threshold if (mask or masks_dir) else None,
+        save=save, embeddings=embeddings, masks_dir=masks_dir, batch=batch, backend=backend,
+        device=device, precision=precision, input_size=parse_size(input_size),
+        max_frames=max_frames, display=not no_display)
+    return run(opts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one line on stderr and exit 1 for anything the user can fix."""
+    # OpenCV and FFmpeg would print their own warnings for every bad frame or failed open;
+    # the runtime counts and reports those itself.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    try:
+        code = command.main(args=argv, prog_name="dino-run", standalone_mode=False)
+    except click.exceptions.Exit as e:  # --help
+        code = e.exit_code
+    except click.ClickException as e:
+        click.echo(f"dino-run: {e.format_message()} (see dino-run --help)", err=True)
+        code = EXIT_USER_ERROR
+    except RuntimeUserError as e:
+        click.echo(f"dino-run: {e}", err=True)
+        code = EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        click.echo("dino-run: interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()

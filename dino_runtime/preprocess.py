@@ -1,0 +1,100 @@
+"""Frames (H, W, 3) uint8 BGR -> the exported graph's input, vectorised with OpenCV and numpy.
+
+Exported graphs have a fixed input size (metadata ``img_size``). Each frame is resized to that
+size as a whole: no crop, so the attention map covers every pixel of the frame and maps back to
+it by a plain resize, and no letterbox, so no padding tokens take part in the attention. The
+aspect ratio is kept by exporting the model at the source's aspect (``fit_size``: short side
+224 at 16:9 is 224x400); when the two differ by more than 10%, :func:`aspect_warning` says
+which size to export instead.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import ModelError
+from .metadata import IMAGENET_MEAN, IMAGENET_STD, ModelMetadata
+
+FLOAT_NCHW = "float_nchw_rgb_normalized"
+UINT8_NHWC = "uint8_nhwc_bgr"
+INPUT_FORMATS = (FLOAT_NCHW, UINT8_NHWC)
+ASPECT_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The graph's input: size (H, W), layout and normalisation."""
+
+    size: tuple[int, int]
+    format: str = FLOAT_NCHW
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def from_metadata(cls, meta: ModelMetadata) -> "InputSpec":
+        if meta.input_format not in INPUT_FORMATS:
+            raise ModelError(f"unknown input format {meta.input_format!r}; "
+                             f"expected one of {', '.join(INPUT_FORMATS)}")
+        return cls(tuple(meta.img_size), meta.input_format, tuple(meta.mean), tuple(meta.std))
+
+
+class Preprocessor:
+    """``resize`` one frame to the model size, ``normalize`` it to the graph's layout."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        # (x / 255 - mean) / std folded into one multiply-add, constants in BGR order so that the
+        # channel flip happens once, in the transpose, instead of on a copy of the image.
+        std = np.asarray(spec.std, np.float32)[::-1]
+        mean = np.asarray(spec.mean, np.float32)[::-1]
+        self._scale = (1.0 / (255.0 * std)).astype(np.float32)
+        self._offset = (-mean / std).astype(np.float32)
+
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        """(h, w, 3) uint8 -> (H, W, 3) uint8 at the model size."""
+        height, width = self.spec.size
+        if image.shape[:2] == (height, width):
+            return image
+        # INTER_AREA averages the pixels a model pixel covers (no aliasing when shrinking).
+        shrink = image.shape[0] > height or image.shape[1] > width
+        return cv2.resize(image, (width, height),
+                          interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+    def normalize(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 BGR -> (3, H, W) float32 RGB normalised, or unchanged for uint8 graphs."""
+        if self.spec.format == UINT8_NHWC:
+            return image
+        x = image.astype(np.float32)
+        x *= self._scale
+        x += self._offset
+        return np.ascontiguousarray(x.transpose(2, 0, 1)[::-1])
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return self.normalize(self.resize(image))
+
+
+def stack(items: list[np.ndarray], batch: int | None = None) -> np.ndarray:
+    """Per-frame inputs -> one batch; padded by repeating the last frame up to a fixed ``batch``."""
+    if batch is not None and len(items) < batch:
+        items = items + [items[-1]] * (batch - len(items))
+    return np.stack(items)
+
+
+def fit_size(frame_hw: tuple[int, int], short_side: int, patch: int) -> tuple[int, int]:
+    """(H, W) with the frame's aspect, the short side ``short_side``, both multiples of ``patch``."""
+    h, w = frame_hw
+    scale = short_side / min(h, w)
+    return (max(patch, round(h * scale / patch) * patch), max(patch, round(w * scale / patch) * patch))
+
+
+def aspect_warning(frame_hw: tuple[int, int], model_hw: tuple[int, int], patch: int) -> str | None:
+    """A hint when frames would be visibly stretched to the model's size, else None."""
+    frame_aspect, model_aspect = frame_hw[1] / frame_hw[0], model_hw[1] / model_hw[0]
+    if abs(frame_aspect / model_aspect - 1) <= ASPECT_TOLERANCE:
+        return None
+    better = fit_size(frame_hw, min(model_hw), patch)
+    return (f"frames {frame_hw[1]}x{frame_hw[0]} are stretched to the model's "
+            f"{model_hw[1]}x{model_hw[0]} (aspect {frame_aspect:.2f} vs {model_aspect:.2f}); "
+            f"export the model with --img-size {better[0]} {better[1]} to keep the aspect")

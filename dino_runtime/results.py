@@ -1,0 +1,39 @@
+"""Results handed to users: one per batch (:class:`BatchResult`) or per frame (:class:`FrameResult`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .sources import Frame
+
+
+@dataclass
+class BatchResult:
+    """What ``Runtime(...)(frames)`` returns for B frames."""
+
+    cls: np.ndarray                  # (B, D) [CLS] embeddings
+    attn: np.ndarray                 # (B, heads, h, w) last block's [CLS] attention, every head
+    masks: np.ndarray | None = None  # (B, k, h, w) bool mass-threshold masks of the selected heads
+    patch: np.ndarray | None = None  # (B, h*w, D) patch tokens, when the model exports them
+
+
+@dataclass
+class FrameResult:
+    """One frame through the pipeline, in source order."""
+
+    frame: Frame
+    cls: np.ndarray                     # (D,)
+    attn: np.ndarray                    # (heads, h, w)
+    maps: np.ndarray                    # (k, h, w) the selected heads (mean, all or one)
+    masks: np.ndarray | None = None     # (k, h, w) bool
+    patch: np.ndarray | None = None     # (h*w, D)
+    rendered: np.ndarray | None = None  # (H, W, 3) uint8 frame with overlays, when rendering
+
+    @property
+    def index(self) -> int:
+        return self.frame.index
+
+    @property
+    def timestamp(self) -> float:
+        return self.frame.timestamp
