@@ -20,5 +20,9 @@ venv: $(VENV)/.installed
 test: venv
 	$(PY) -m pytest -q tests
 
+# Runs the main job end to end on CPU: weights -> dino-export -> dino-run -> runs/demo/report.md
+demo: venv
+	$(PY) scripts/demo.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info
