@@ -15,7 +15,10 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
     block = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(KEEP_FP32))
     half = convert_float_to_float16(proto, keep_io_types=True, op_block_list=block)
-    return drop_duplicate_casts(half)
+    # The converter leaves stale float32 value_info entries on tensors that became float16;
+    # they are optional hints, and a full checker pass rejects the contradiction.
+    del half.graph.value_info[:]
+    return topological_sort(drop_duplicate_casts(half))
 
 
 def drop_duplicate_casts(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -30,4 +33,26 @@ def drop_duplicate_casts(proto: onnx.ModelProto) -> onnx.ModelProto:
         nodes.append(node)
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
+    return proto
+
+
+def topological_sort(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """The converter appends the input/output Casts at the end of the node list; ONNX wants
+    producers before consumers. Stable: nodes keep their order where it is already valid."""
+    g = proto.graph
+    ready = {i.name for i in g.input} | {i.name for i in g.initializer} | {""}
+    pending, ordered = list(g.node), []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in ready for i in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            raise ValueError(f"fp16 graph has a cycle or a missing input at {rest[0].name}")
+        pending = rest
+    del g.node[:]
+    g.node.extend(ordered)
     return proto

@@ -188,9 +188,17 @@ def export_onnx(checkpoint_or_model, out_path: str | os.PathLike,
     model, source = load_model(checkpoint_or_model, config.checkpoint_key)
     check_img_size(config.img_size, model.patch_size)
     proto, _ = export_fp32(model, config)
+    return write_atomic(finish(proto, model, source, config), Path(out_path))
+
+
+def finish(proto: onnx.ModelProto, model: VisionTransformer, source: SourceInfo,
+           config: ExportConfig) -> onnx.ModelProto:
+    """Precision conversion, full checker pass, metadata: the file's final form."""
     proto = convert_precision(proto, config)
+    if config.precision != "fp32":
+        onnx.checker.check_model(proto, full_check=True)
     attach_metadata(proto, build_metadata(model, source, config))
-    return write_atomic(proto, Path(out_path))
+    return proto
 
 
 def convert_precision(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelProto:

@@ -15,8 +15,7 @@ from typing import Callable
 from dino_train.errors import UserError
 
 from .config import ExportConfig, check_img_size
-from .onnx_export import (attach_metadata, build_metadata, convert_precision, export_fp32,
-                          load_model, write_atomic)
+from .onnx_export import build_metadata, export_fp32, finish, load_model, write_atomic
 from .targets import engine_path, target_for
 from .verify import VerifyReport, verify_onnx, verify_runner
 
@@ -54,9 +53,8 @@ def run_export(req: ExportRequest, log: Callable[[str], None] = print) -> Export
         f"{model.embed_dim} wide, {model.num_heads} heads")
     start = time.perf_counter()
     proto, _ = export_fp32(model, cfg)
-    proto = convert_precision(proto, cfg)
+    proto = finish(proto, model, source, cfg)
     meta = build_metadata(model, source, cfg)
-    attach_metadata(proto, meta)
     path = write_atomic(proto, req.out)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {cfg.precision}, "
         f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")

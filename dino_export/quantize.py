@@ -56,6 +56,32 @@ def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
             and not any(i in inits or i in consts for i in n.input)]
 
 
+def unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Give each quantizable consumer of a shared initializer its own copy.
+
+    The exporter stores equal tensors once (e.g. the all-zero biases of a fresh model are one
+    initializer used by Gemms and LayerNorms); quantizing a Gemm's bias in place would then feed
+    the LayerNorms a dequantized tensor too.
+    """
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    inits = {i.name: i for i in proto.graph.initializer}
+    users: dict[str, int] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            users[name] = users.get(name, 0) + 1
+    for node in proto.graph.node:
+        if node.op_type not in QUANTIZED_OPS:
+            continue
+        for k, name in enumerate(node.input):
+            if name in inits and users[name] > 1:
+                copy = onnx.TensorProto()
+                copy.CopyFrom(inits[name])
+                copy.name = f"{name}__{node.name}"
+                proto.graph.initializer.append(copy)
+                node.input[k] = copy.name
+    return proto
+
+
 def quantize_int8(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelProto:
     """Static QDQ int8 of ``proto`` (float32) calibrated on ``config.calib_data``."""
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -69,7 +95,9 @@ def quantize_int8(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelPro
         src, pre, dst = (Path(tmp) / n for n in ("f32.onnx", "pre.onnx", "int8.onnx"))
         onnx.save(proto, src)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        pre_proto = onnx.load(pre)
+        # After pre-processing, which fuses MatMul + bias Add into Gemm.
+        pre_proto = unshare_initializers(onnx.load(pre))
+        onnx.save(pre_proto, pre)
         quantize_static(
             str(pre), str(dst), _Reader(input_name, feeds), quant_format=QuantFormat.QDQ,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,

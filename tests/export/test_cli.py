@@ -1,0 +1,106 @@
+"""dino-export on the command line: a full run, and bad inputs that each give one line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dino_export import read_metadata
+from dino_export.cli import main
+from dino_export.pipeline import ExportRequest, run_export
+from dino_export import verify
+from dino_export.config import ExportConfig
+from dino_train.errors import UserError
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def assert_one_line_error(code, err: str, *needles: str) -> None:
+    assert code not in (0, None)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("dino-export: ") and "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_full_run_with_preprocess_and_dynamic_batch(tiny_pretrained, tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    code, stdout, err = run_cli([str(tiny_pretrained), "-o", str(out), "--preprocess",
+                                 "--dynamic-batch", "1", "2", "4", "--img-size", "160", "224",
+                                 "--outputs", "cls,attn", "--outputs", "patch"], capsys)
+    assert code == 0, err
+    meta = read_metadata(out)
+    assert meta.batch == "dynamic:1,2,4" and meta.input_format == "uint8_nhwc_bgr"
+    assert list(meta.outputs) == ["cls", "attn", "patch"] and meta.img_size == (160, 224)
+    assert "cls max|err|" in stdout and "-> PASS" in stdout
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["--img-size", "150", "224"], ["multiples of the patch size 16", "144 or 160"]),
+    (["--precision", "int8"], ["--calib-data"]),
+    (["--precision", "fp8"], ["fp8", "fp32", "int8"]),
+    (["--trt", "bf16"], ["bf16", "fp16"]),
+    (["--outputs", "cls,tokens"], ["tokens", "patch"]),
+    (["--opset", "13"], ["--opset 13", "17"]),
+    (["--dynamic-batch", "4", "2", "8"], ["MIN <= OPT <= MAX"]),
+    (["--calib-data", "/nonexistent/dir", "--precision", "int8"], ["not a directory"]),
+    (["--checkpoint-key", "ema"], ["ema"]),
+])
+def test_bad_options_give_one_line(tiny_training_checkpoint, tmp_path, capsys, args, needles):
+    out = tmp_path / "x.onnx"
+    code, _, err = run_cli([str(tiny_training_checkpoint), "-o", str(out), *args], capsys)
+    assert_one_line_error(code, err, *needles)
+    assert not out.exists()
+
+
+def test_bad_checkpoints_give_one_line(tmp_path, capsys):
+    code, _, err = run_cli([str(tmp_path / "missing.pth")], capsys)
+    assert_one_line_error(code, err, "missing.pth", "no such file")
+    junk = tmp_path / "junk.pth"
+    junk.write_text("not a checkpoint")
+    code, _, err = run_cli([str(junk), "-o", str(tmp_path / "j.onnx")], capsys)
+    assert_one_line_error(code, err, "junk.pth")
+
+
+def test_no_tensorrt_writes_and_verifies_onnx_then_fails(tiny_pretrained, tmp_path):
+    """Run as a user would (subprocess, the console script's module): a GPU-less machine."""
+    pytest.importorskip("onnxruntime")
+    from dino_export.tensorrt import unavailable_reason
+    reason = unavailable_reason()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present here: the engine build is tested instead")
+    out = tmp_path / "m.onnx"
+    proc = subprocess.run(
+        [sys.executable, "-m", "dino_export.cli", str(tiny_pretrained), "-o", str(out),
+         "--trt", "fp16", "--dynamic-batch", "1", "4", "8"],
+        capture_output=True, text=True, timeout=300)
+    assert_one_line_error(proc.returncode, proc.stderr, reason.split(" (")[0], "written and verified",
+                          "trtexec --onnx=", "--fp16", "--minShapes=images:1x3x224x224",
+                          "--maxShapes=images:8x3x224x224", ":fp32")
+    assert out.is_file() and "-> PASS" in proc.stdout
+    assert not out.with_name("m.fp16.engine").exists()
+
+
+def test_failed_verification_keeps_the_file_as_unverified(tiny_pretrained, tmp_path, monkeypatch):
+    monkeypatch.setitem(verify.TOLERANCES, "fp32", verify.Tolerance(max_abs=1e-12))
+    out = tmp_path / "m.onnx"
+    with pytest.raises(UserError, match="verification failed.*m.onnx.unverified"):
+        run_export(ExportRequest(str(tiny_pretrained), out, ExportConfig()), log=lambda s: None)
+    assert not out.exists() and (tmp_path / "m.onnx.unverified").is_file()
+
+
+def test_no_verify_skips_the_comparison(tiny_pretrained, tmp_path):
+    lines: list[str] = []
+    res = run_export(ExportRequest(str(tiny_pretrained), tmp_path / "m.onnx", ExportConfig(),
+                                   verify=False), log=lines.append)
+    assert res.report is None and res.onnx_path.is_file()
+    assert not any("PASS" in line for line in lines)

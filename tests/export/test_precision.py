@@ -1,0 +1,75 @@
+"""fp16 and int8 files: structure (what stays float32) and accuracy within the written bounds."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from dino_export import ExportConfig, export_onnx, read_metadata
+from dino_export.verify import TOLERANCES, verify_onnx
+from dino_train.checkpoint import load_backbone
+from dino_train.errors import UserError
+
+FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+
+
+def value_types(proto: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]}
+    types.update({i.name: i.data_type for i in g.initializer})
+    return types
+
+
+def test_fp16_structure_and_accuracy(tiny_pretrained, tmp_path):
+    path = export_onnx(tiny_pretrained, tmp_path / "h.onnx", ExportConfig(precision="fp16"))
+    proto = onnx.load(str(path))
+    types = value_types(proto)
+    # inputs and outputs stay float32, so a runtime feeds the same tensors as for fp32
+    assert [types[v.name] for v in (*proto.graph.input, *proto.graph.output)] == [FLOAT] * 3
+    nodes = proto.graph.node
+    matmul_weights = [n.input[1] for n in nodes if n.op_type == "MatMul" and n.input[1] in
+                      {i.name for i in proto.graph.initializer}]
+    assert matmul_weights and all(types[w] == HALF for w in matmul_weights)
+    kept = [n for n in nodes if n.op_type in ("LayerNormalization", "Softmax")]
+    assert len(kept) == 7 and all(types[n.output[0]] == FLOAT for n in kept)
+    assert all(types[i] == FLOAT for n in kept for i in n.input if i)
+    assert read_metadata(path).precision == "fp16"
+    model, _ = load_backbone(tiny_pretrained)
+    report = verify_onnx(path, model, read_metadata(path))  # ORT's CPU EP runs fp16 graphs
+    assert report.passed, report.table()
+    assert min(r.cls_cosine for r in report.rows) >= TOLERANCES["fp16"].min_cosine
+
+
+def test_int8_qdq_keeps_norms_softmax_and_residuals_float(tiny_pretrained, calib_dir, tmp_path):
+    cfg = ExportConfig(precision="int8", calib_data=calib_dir, calib_count=16)
+    path = export_onnx(tiny_pretrained, tmp_path / "q.onnx", cfg)
+    proto = onnx.load(str(path))
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    quantized = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+                 and producer.get(n.input[0]) == "DequantizeLinear"]
+    # patch embedding + 4 weight products per block
+    assert len(quantized) == 1 + 4 * 2
+    float_ops = [n for n in proto.graph.node if n.op_type in ("LayerNormalization", "Softmax", "Add")]
+    assert float_ops and all(producer.get(i) != "DequantizeLinear"
+                             for n in float_ops for i in n.input)
+    meta = read_metadata(path)
+    assert meta.precision == "int8"
+    model, _ = load_backbone(tiny_pretrained)
+    report = verify_onnx(path, model, meta)
+    assert report.passed, report.table()
+    tol = TOLERANCES["int8"]
+    assert all(r.cls_cosine >= tol.min_cosine and r.mask_iou >= tol.min_mask_iou for r in report.rows)
+
+
+def test_int8_without_calibration_is_an_error():
+    with pytest.raises(UserError, match="--calib-data"):
+        ExportConfig(precision="int8")
+
+
+def test_int8_with_an_empty_calibration_folder(tiny_pretrained, tmp_path):
+    (tmp_path / "empty").mkdir()
+    cfg = ExportConfig(precision="int8", calib_data=tmp_path / "empty")
+    with pytest.raises(UserError, match="no readable images"):
+        export_onnx(tiny_pretrained, tmp_path / "q.onnx", cfg)
+    assert not (tmp_path / "q.onnx").exists()

@@ -1,0 +1,64 @@
+"""The export-target table, the trtexec fallback line, and the README documenting every option."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import pytest
+
+from dino_export import cli as export_cli
+from dino_export.config import ExportConfig, check_img_size
+from dino_export.targets import TARGETS, engine_path, markdown_table, target_for
+from dino_export.tensorrt import EngineConfig, input_shapes, trtexec_command
+from dino_export.onnx_export import read_metadata
+from dino_train.errors import UserError
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def export_section() -> str:
+    text = README.read_text()
+    start = text.index("## Export")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
+def test_readme_documents_every_cli_option():
+    section = export_section()
+    options = [opt for p in export_cli.cli.params if isinstance(p, click.Option)
+               for opt in p.opts if opt.startswith("--") and opt != "--help"]
+    missing = [o for o in options if o not in section]
+    assert not missing, f"README ## Export lacks {missing}"
+
+
+def test_readme_has_the_target_table():
+    assert markdown_table() in export_section()
+
+
+def test_target_table():
+    assert {t.name for t in TARGETS} == {"onnx", "onnx-fp16", "onnx-int8", "trt-fp32",
+                                         "trt-fp16", "trt-int8"}
+    assert all(t.needs_gpu == (t.format == "engine") for t in TARGETS)
+    assert engine_path(Path("out/m.onnx"), "fp16") == Path("out/m.fp16.engine")
+    with pytest.raises(UserError, match="fp32, fp16, int8"):
+        target_for("engine", "fp8")
+
+
+def test_img_size_error_names_nearest_sizes():
+    with pytest.raises(UserError, match=r"H 224 or 232, W 480"):
+        check_img_size((230, 480), 8)
+    check_img_size((480, 640), 16)
+
+
+def test_trtexec_command_for_a_dynamic_fp16_file(tiny_pretrained, tmp_path):
+    from dino_export import export_onnx
+    path = export_onnx(tiny_pretrained, tmp_path / "m.onnx", ExportConfig(dynamic_batch=(1, 4, 16)))
+    meta = read_metadata(path)
+    assert input_shapes(meta) == {"min": (1, 3, 224, 224), "opt": (4, 3, 224, 224),
+                                  "max": (16, 3, 224, 224)}
+    cmd = trtexec_command(path, tmp_path / "m.fp16.engine", EngineConfig("fp16", 2.0), meta)
+    assert f"--onnx={path}" in cmd and "--memPoolSize=workspace:2048M" in cmd
+    assert "--optShapes=images:4x3x224x224" in cmd and "--fp16" in cmd
+    # every LayerNormalization is pinned to fp32
+    assert len(re.findall(r":fp32", cmd)) == 5
