@@ -3,11 +3,14 @@
 It wraps a :class:`~dino_train.models.VisionTransformer` for one input size:
   * the position embedding for that size is computed once, with the official bicubic
     interpolation, and stored as a constant (no Resize in the graph);
-  * optionally, uint8 BGR (B, H, W, 3) -> RGB float (B, 3, H, W) normalised with mean/std;
+  * optionally, uint8 BGR (B, H, W, 3) input, its normalisation folded into the patch
+    embedding (see :func:`fold_bgr_normalization`);
   * one forward pass returns the requested outputs, always in the order cls, attn, patch:
     ``cls`` (B, D), ``attn`` (B, heads, H/p, W/p), ``patch`` (B, H/p * W/p, D).
 """
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn as nn
@@ -18,22 +21,30 @@ from dino_train.models import VisionTransformer
 from .config import ExportConfig, check_img_size
 
 
-class BgrToNormalized(nn.Module):
-    """uint8 BGR (B, H, W, 3) -> float RGB (B, 3, H, W), ``(x / 255 - mean) / std``.
+def fold_bgr_normalization(model: VisionTransformer, mean=IMAGENET_MEAN, std=IMAGENET_STD
+                           ) -> VisionTransformer:
+    """A copy of ``model`` whose patch embedding takes raw BGR pixel values (0..255).
 
-    The scale and offset are folded into one multiply-add per channel.
+    The patch-embedding Conv is linear and unpadded, so ``conv(W, (rgb / 255 - mean) / std)``
+    equals ``conv(W', bgr) + b'`` with ``W'[:, c] = W[:, 2 - c] / (255 * std[2 - c])`` and
+    ``b' = b - sum(W * mean / std)``. The baked preprocessing then costs one Cast and one
+    Transpose instead of a channel flip, a multiply and an add over every pixel; and it keeps to
+    ops that every importer reads (a negative-step Slice does not load in OpenCV 4.6).
     """
-
-    def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
-        super().__init__()
-        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / (255.0 * std_t))
-        self.register_buffer("offset", -mean_t / std_t)
-
-    def forward(self, bgr: torch.Tensor) -> torch.Tensor:
-        rgb = bgr.flip(-1).permute(0, 3, 1, 2).to(torch.float32)  # flip: a Slice, not a Gather
-        return rgb * self.scale + self.offset
+    folded = copy.deepcopy(model)
+    conv = folded.patch_embed.proj
+    scale = 1.0 / (255.0 * torch.tensor(std, dtype=torch.float64)).view(1, 3, 1, 1)
+    offset = (-torch.tensor(mean, dtype=torch.float64) / torch.tensor(std, dtype=torch.float64))
+    with torch.no_grad():
+        w = conv.weight.double()
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64)
+        conv.weight.copy_((w * scale).flip(1).float())
+        new_bias = bias + (w * offset.view(1, 3, 1, 1)).sum(dim=(1, 2, 3))
+        if conv.bias is None:
+            conv.bias = nn.Parameter(new_bias.float())
+        else:
+            conv.bias.copy_(new_bias.float())
+    return folded
 
 
 class ExportGraph(nn.Module):
@@ -42,16 +53,17 @@ class ExportGraph(nn.Module):
     def __init__(self, model: VisionTransformer, config: ExportConfig) -> None:
         super().__init__()
         check_img_size(config.img_size, model.patch_size)
-        self.model = model.eval()
+        self.preprocess = config.preprocess
+        self.model = (fold_bgr_normalization(model) if self.preprocess else model).eval()
         self.outputs = config.outputs
         self.grid = (config.img_size[0] // model.patch_size, config.img_size[1] // model.patch_size)
-        self.preprocess = BgrToNormalized() if config.preprocess else None
         with torch.no_grad():
             pos = model.pos_embed_for_size(*config.img_size).detach().clone()
         self.register_buffer("pos_embed", pos)  # (1, 1 + H/p * W/p, D), a graph constant
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.preprocess(images) if self.preprocess is not None else images
+        # uint8 BGR (B, H, W, 3) -> float (B, 3, H, W); normalisation is in the folded Conv
+        x = images.permute(0, 3, 1, 2).to(torch.float32) if self.preprocess else images
         if "patch" in self.outputs:
             cls, patch, attn = self.model.forward_features_and_attention(x, self.pos_embed)
         else:
@@ -66,6 +78,6 @@ class ExportGraph(nn.Module):
         """A tracing input of the graph's input type: float NCHW or uint8 NHWC."""
         g = torch.Generator().manual_seed(seed)
         h, w = img_size
-        if self.preprocess is not None:
+        if self.preprocess:
             return torch.randint(0, 256, (batch, h, w, 3), generator=g, dtype=torch.uint8)
         return torch.randn(batch, 3, h, w, generator=g)

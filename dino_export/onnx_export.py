@@ -37,6 +37,7 @@ from dino_train.models import VisionTransformer
 
 from .config import ExportConfig, check_img_size
 from .graph import ExportGraph
+from .rewrite import squeeze_to_reshape
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,14 @@ def simplify(proto: onnx.ModelProto, example: np.ndarray, atol: float = 1e-5) ->
     return slim if same else proto
 
 
+def checked_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, example: np.ndarray,
+                    atol: float = 0.0) -> onnx.ModelProto:
+    """``after`` when its outputs equal ``before``'s on ``example``, else ``before``."""
+    a, b = run_onnx(before, example), run_onnx(after, example)
+    same = all(x.shape == y.shape and np.abs(x - y).max() <= atol for x, y in zip(a, b))
+    return after if same else before
+
+
 def write_atomic(proto: onnx.ModelProto, out_path: Path) -> Path:
     """Save to a temporary file beside ``out_path``, then rename over it."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,9 +179,10 @@ def export_fp32(model: VisionTransformer, config: ExportConfig) -> tuple[onnx.Mo
     """The float32 graph, simplified when that helps, checked by ``onnx.checker``."""
     graph = ExportGraph(model, config)
     proto = trace(graph, config)
+    example = graph.example_input(config.example_batch, config.img_size, config.seed + 1).numpy()
     if config.simplify:
-        example = graph.example_input(config.example_batch, config.img_size, config.seed + 1)
-        proto = simplify(proto, example.numpy())
+        proto = simplify(proto, example)
+    proto = checked_rewrite(proto, squeeze_to_reshape(proto), example)
     onnx.checker.check_model(proto, full_check=True)
     return proto, graph
 
