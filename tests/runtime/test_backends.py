@@ -1,0 +1,118 @@
+"""Backends: onnxruntime and torch agree on the same checkpoint (fp32, tolerance 1e-4), the uint8
+graph with baked preprocessing agrees with the float one, and the table refuses what it cannot
+run with a reason."""
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+from dino_runtime import Runtime
+from dino_runtime.backends import BACKENDS, BackendOptions, backend_for, load_backend
+from dino_runtime.backends.ort_backend import choose_providers
+from dino_runtime.backends.cuda import cuda_device_count
+from dino_runtime.errors import BackendUnavailable, ModelError, OptionError
+
+from .conftest import MODEL_HW, synthetic_frame
+
+PARITY_TOL = 1e-4  # fp32 ORT vs PyTorch on the same weights (export verifies 1e-5 per graph)
+
+
+def frames(n: int, size=(96, 160)) -> np.ndarray:
+    return np.stack([synthetic_frame(7 * i + 1, size) for i in range(n)])
+
+
+def test_onnxruntime_and_torch_give_the_same_outputs(tiny_onnx, tiny_checkpoint):
+    batch = frames(5)
+    ort_rt = Runtime(tiny_onnx, batch_size=4)
+    torch_rt = Runtime(tiny_checkpoint, backend="torch", precision="fp32", input_size=MODEL_HW)
+    assert ort_rt.backend.name == "onnxruntime" and ort_rt.device == "CPUExecutionProvider"
+    assert torch_rt.backend.name == "torch"
+    a, b = ort_rt(batch), torch_rt(batch)
+    assert a.cls.shape == (5, 192) and a.attn.shape == (5, 3, 4, 6) and a.patch.shape == (5, 24, 192)
+    for name in ("cls", "attn", "patch"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=PARITY_TOL, rtol=0,
+                                   err_msg=name)
+    np.testing.assert_array_equal(a.masks, b.masks)
+
+
+def test_baked_uint8_preprocessing_matches_float_graph(tiny_onnx, tiny_onnx_bgr):
+    batch = frames(3)
+    float_rt, bgr_rt = Runtime(tiny_onnx), Runtime(tiny_onnx_bgr)
+    assert bgr_rt.metadata.input_format == "uint8_nhwc_bgr" and bgr_rt(batch).patch is None
+    np.testing.assert_allclose(float_rt(batch).cls, bgr_rt(batch).cls, atol=1e-4)
+    np.testing.assert_allclose(float_rt(batch).attn, bgr_rt(batch).attn, atol=1e-5)
+
+
+def test_torch_bf16_stays_close_to_fp32(tiny_checkpoint):
+    from dino_runtime.backends.torch_backend import cpu_has_bf16
+    import torch
+    if not cpu_has_bf16(torch):
+        pytest.skip("this CPU has no native bf16: the bf16 path is not taken here")
+    batch = frames(2)
+    fp32 = Runtime(tiny_checkpoint, backend="torch", precision="fp32", input_size=MODEL_HW)(batch)
+    auto = Runtime(tiny_checkpoint, backend="torch", input_size=MODEL_HW)
+    assert auto.metadata.precision == "bf16"
+    bf16 = auto(batch)
+    cos = (fp32.cls * bf16.cls).sum(1) / np.linalg.norm(fp32.cls, axis=1) / np.linalg.norm(bf16.cls, axis=1)
+    assert cos.min() > 0.99
+    np.testing.assert_allclose(bf16.attn, fp32.attn, atol=2e-2)
+
+
+def test_torch_backend_default_size_follows_the_source_aspect(tiny_checkpoint):
+    rt = Runtime(tiny_checkpoint, backend="torch", precision="fp32", frame_size=(720, 1280))
+    assert rt.metadata.img_size == (224, 400)
+
+
+def test_table_picks_by_suffix_and_refuses_mismatches(tiny_onnx, tmp_path):
+    assert set(BACKENDS) == {"tensorrt", "onnxruntime", "torch"}
+    assert backend_for("m.onnx").name == "onnxruntime"
+    assert backend_for("m.engine").name == "tensorrt"
+    assert backend_for("m.pth").name == "torch"
+    with pytest.raises(ModelError, match="unknown model type '.bin'"):
+        backend_for("m.bin")
+    with pytest.raises(ModelError, match="--backend torch reads .pth"):
+        backend_for(tiny_onnx, "torch")
+    with pytest.raises(OptionError, match="unknown backend"):
+        backend_for(tiny_onnx, "openvino")
+    with pytest.raises(ModelError, match="no such model file"):
+        load_backend(tmp_path / "missing.onnx")
+
+
+def test_onnx_without_dino_metadata_is_refused(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+    node = helper.make_node("Identity", ["images"], ["cls"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("cls", TensorProto.FLOAT, [1, 3])])
+    path = tmp_path / "plain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9), path)
+    with pytest.raises(ModelError, match="not a dino-export model.*export it with dino-export"):
+        load_backend(path)
+    (tmp_path / "junk.onnx").write_bytes(b"\x00junk")
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        load_backend(tmp_path / "junk.onnx")
+
+
+def test_execution_providers_without_a_gpu(tiny_onnx):
+    if cuda_device_count():
+        pytest.skip("this machine has a GPU; the GPU check script covers the CUDA providers")
+    assert choose_providers("auto", tiny_onnx) == ["CPUExecutionProvider"]
+    assert choose_providers("cpu", tiny_onnx) == ["CPUExecutionProvider"]
+    with pytest.raises(BackendUnavailable, match="no CUDA driver or device; use --device cpu"):
+        choose_providers("cuda", tiny_onnx)
+    with pytest.raises(OptionError, match="unknown device"):
+        choose_providers("gpu0", tiny_onnx)
+
+
+def test_tensorrt_engine_without_tensorrt_says_what_to_install(tmp_path):
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not an engine")
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("tensorrt is installed here; scripts/gpu_check.sh runs engines")
+    with pytest.raises(BackendUnavailable, match=r"pip install 'dino-edge\[trt\]'"):
+        load_backend(engine)
+    from dino_runtime.backends.trt_backend import TensorRTBackend
+    with pytest.raises(BackendUnavailable, match="GPUs only"):
+        TensorRTBackend(engine, BackendOptions(device="cpu"))
