@@ -37,7 +37,7 @@ from dino_train.models import VisionTransformer
 
 from .config import ExportConfig, check_img_size
 from .graph import ExportGraph
-from .rewrite import squeeze_to_reshape
+from .rewrite import squeeze_to_reshape, strip_node_metadata
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,7 @@ def export_fp32(model: VisionTransformer, config: ExportConfig) -> tuple[onnx.Mo
     example = graph.example_input(config.example_batch, config.img_size, config.seed + 1).numpy()
     if config.simplify:
         proto = simplify(proto, example)
+    proto = strip_node_metadata(proto)
     proto = checked_rewrite(proto, squeeze_to_reshape(proto), example)
     onnx.checker.check_model(proto, full_check=True)
     return proto, graph

@@ -4,6 +4,9 @@
 symbolic) become Reshape with a constant shape. Same computation for every runtime, but
 importers that only read the opset-11 form of Squeeze (``axes`` as an attribute, as in
 OpenCV's DNN module up to 4.7) can then load the graph.
+
+``strip_node_metadata``: the exporter records a Python stack trace (with local file paths) on
+every node; it is of no use to a runtime and does not belong in a distributed file.
 """
 from __future__ import annotations
 
@@ -40,4 +43,11 @@ def squeeze_to_reshape(proto: onnx.ModelProto) -> onnx.ModelProto:
                                       name=node.name))
     del g.node[:]
     g.node.extend(nodes)
+    return proto
+
+
+def strip_node_metadata(proto: onnx.ModelProto) -> onnx.ModelProto:
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
     return proto

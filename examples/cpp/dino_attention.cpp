@@ -96,6 +96,11 @@ int run(const Args& args) {
   cv::dnn::Net net = cv::dnn::readNetFromONNX(args.model);
   net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
   net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+#if CV_VERSION_MAJOR == 4 && CV_VERSION_MINOR < 8
+  // OpenCV 4.6/4.7 fuse a MatMul with the constant Mul that follows it but drop the factor
+  // (the last block's attention scale); without fusion every layer runs as exported.
+  net.enableFusion(false);
+#endif
   cv::Mat bgr = cv::imread(args.image, cv::IMREAD_COLOR);
   if (bgr.empty()) throw std::runtime_error(args.image + ": cannot read the image");
   net.setInput(make_input(bgr, m), m.input_name);
