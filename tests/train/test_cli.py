@@ -1,0 +1,123 @@
+"""dino-train / dino-eval command lines: official spellings, defaults, one-line errors."""
+from __future__ import annotations
+
+import pytest
+
+from dino_train.cli import _run, config_values, eval_group, train_command
+from dino_train.safe_load import load_pickle_checkpoint
+from dino_train.train import TrainConfig
+
+from .conftest import TINY_ARGS, write_images
+
+# The official README's ViT-S/8 command, extended with every other official argument.
+OFFICIAL_COMMAND = (
+    "--arch vit_small --patch_size 8 --data_path /data/train --output_dir /out "
+    "--out_dim 65536 --norm_last_layer false --momentum_teacher 0.9995 --use_bn_in_head false "
+    "--warmup_teacher_temp 0.04 --teacher_temp 0.07 --warmup_teacher_temp_epochs 30 "
+    "--use_fp16 false --weight_decay 0.04 --weight_decay_end 0.4 --clip_grad 0 "
+    "--batch_size_per_gpu 32 --epochs 800 --freeze_last_layer 1 --lr 0.0005 --warmup_epochs 10 "
+    "--min_lr 1e-6 --optimizer adamw --drop_path_rate 0.1 --global_crops_scale 0.25 1 "
+    "--local_crops_number 10 --local_crops_scale 0.05 0.25 --saveckp_freq 20 --seed 0 "
+    "--num_workers 10 --dist_url env:// --local_rank 0").split()
+
+
+def _config(args: list[str]) -> TrainConfig:
+    ctx = train_command.make_context("dino-train", list(args))
+    return TrainConfig(**config_values(ctx.params))
+
+
+def test_official_command_line_parses_with_underscore_names():
+    cfg = _config(OFFICIAL_COMMAND)
+    assert (cfg.arch, cfg.patch_size, cfg.norm_last_layer, cfg.precision) == \
+        ("vit_small", 8, False, "fp32")
+    assert cfg.global_crops_scale == (0.25, 1.0) and cfg.local_crops_number == 10
+    assert cfg.warmup_teacher_temp_epochs == 30 and cfg.clip_grad == 0
+    assert cfg.momentum_teacher == 0.9995 and cfg.epochs == 800
+    assert cfg.resolved_arch().short_name == "vit_s8"
+
+
+def test_dashed_names_and_official_defaults():
+    cfg = _config(["--data-path", "/d", "--batch-size-per-gpu", "8", "--arch", "vit_s8"])
+    assert cfg.batch_size_per_gpu == 8 and cfg.resolved_arch().patch_size == 8
+    official_defaults = dict(
+        out_dim=65536, norm_last_layer=True, momentum_teacher=0.996, use_bn_in_head=False,
+        warmup_teacher_temp=0.04, teacher_temp=0.04, warmup_teacher_temp_epochs=0,
+        weight_decay=0.04, weight_decay_end=0.4, clip_grad=3.0, epochs=100,
+        freeze_last_layer=1, lr=0.0005, warmup_epochs=10, min_lr=1e-6, optimizer="adamw",
+        drop_path_rate=0.1, global_crops_scale=(0.4, 1.0), local_crops_number=8,
+        local_crops_scale=(0.05, 0.4), output_dir=".", saveckp_freq=20, seed=0,
+        num_workers=10, dist_url="env://")
+    assert {k: getattr(cfg, k) for k in official_defaults} == official_defaults
+    assert _config(["--data-path", "/d"]).batch_size_per_gpu == 64
+    assert cfg.resume is True and cfg.precision == "auto"
+
+
+def _one_line_error(capsys, command, args) -> str:
+    code = _run(command, args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("args, expected", [
+    ([], "--data-path is required"),
+    (["--data_path", "/no/such/folder"], "not a directory"),
+    (["--data_path", "{images}", "--arch", "resnet50"], "unknown architecture"),
+    (["--data_path", "{images}", "--arch", "vit_s8", "--patch_size", "16"], "patch size 8"),
+    (["--data_path", "{images}", "--precision", "fp8"], "'fp8' is not one of"),
+    (["--data_path", "{images}", "--optimizer", "adam"], "'adam' is not one of"),
+    (["--data_path", "{images}", "--epochs", "ten"], "'ten' is not a valid integer"),
+    (["--data_path", "{images}", "--use_fp16", "true", "--precision", "bf16"], "contradicts"),
+    (["--data_path", "{images}", "--batch_size_per_gpu", "64"], "fewer than one batch"),
+    (["--data_path", "{empty}"], "no images or videos found"),
+    (["--data_path", "{images}", "--device", "cuda"], "no CUDA device"),
+    (["--data_path", "{images}", "--warmup_epochs", "50"], "--warmup-epochs"),
+])
+def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
+    if "cuda" in args:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("a CUDA device is present, so --device cuda is valid here")
+    images = write_images(tmp_path / "images", 4)
+    (tmp_path / "empty").mkdir()
+    args = [a.format(images=images, empty=tmp_path / "empty") for a in args]
+    err = _one_line_error(capsys, train_command, [*TINY_ARGS, "--output_dir",
+                                                  str(tmp_path / "out"), *args]
+                          if args else [])
+    assert expected in err
+
+
+def test_eval_bad_input_is_one_line(capsys, tmp_path, tiny_training_checkpoint):
+    err = _one_line_error(capsys, eval_group, ["knn", "--checkpoint", str(tmp_path / "nope.pth"),
+                                               "--train-data", str(tmp_path),
+                                               "--val-data", str(tmp_path)])
+    assert "no such file" in err
+    err = _one_line_error(capsys, eval_group, [
+        "knn", "--checkpoint", str(tiny_training_checkpoint), "--train-data", str(tmp_path),
+        "--val-data", str(tmp_path), "--nb-knn", "ten"])
+    assert "--nb-knn" in err
+
+
+def test_nan_loss_stops_with_advice_and_keeps_last_checkpoint(capsys, tmp_path, monkeypatch):
+    import torch
+
+    import dino_train.train as train_mod
+    real = train_mod.forward_loss
+
+    def diverging(t, crops, epoch):
+        loss = real(t, crops, epoch)
+        return loss * float("nan") if t.state.step == 3 else loss
+
+    monkeypatch.setattr(train_mod, "forward_loss", diverging)
+    images = write_images(tmp_path / "images", 16)
+    out = tmp_path / "out"
+    code = _run(train_command, [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(out),
+                                "--max-steps", "10", "--ckpt-every-steps", "2"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert "loss is nan at step 3" in err and "lower --lr" in err and "step 2" in err
+    ckpt = load_pickle_checkpoint(out / "checkpoint.pth")
+    assert ckpt["dino_edge"]["step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["teacher"].values())

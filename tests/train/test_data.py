@@ -1,0 +1,98 @@
+"""Data: folder scan (images, videos, junk), unreadable files, deterministic views, sampler."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dino_train.data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDataset,
+                             scan_folder, steps_per_epoch)
+from dino_train.errors import UserError
+
+from .conftest import write_images
+
+SMALL = CropConfig(global_crop_size=32, local_crop_size=16, local_crops_number=3)
+
+
+def test_scan_finds_images_in_nested_and_flat_layouts_and_counts_junk(tmp_path):
+    write_images(tmp_path / "d", 6, classes=2)
+    write_images(tmp_path / "d", 2, seed=1)  # flat files next to the class folders
+    (tmp_path / "d" / "notes.txt").write_text("not an image")
+    (tmp_path / "d" / ".hidden.jpg").write_bytes(b"ignored")
+    scan = scan_folder(tmp_path / "d")
+    assert len(scan.samples) == 8  # 6 in class folders + 2 flat
+    assert [Path(p).name for p, _ in scan.skipped] == ["notes.txt"]
+
+
+def test_video_frames_are_samples(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "v" / "clip.avi"
+    path.parent.mkdir()
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 40))
+    for i in range(20):
+        writer.write(np.full((40, 48, 3), i * 10, np.uint8))
+    writer.release()
+    scan = scan_folder(path.parent, video_stride=5)
+    assert [s.frame for s in scan.samples] == [0, 5, 10, 15]
+    ds = MultiCropDataset(scan.samples, MultiCropAugmentation(SMALL), seed=0)
+    crops, skipped = ds[(0, 2)]
+    assert skipped == 0 and crops[0].shape == (3, 32, 32)
+
+
+def test_empty_or_missing_folder_is_a_user_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images or videos found"):
+        scan_folder(tmp_path / "empty")
+    with pytest.raises(UserError, match="not a directory"):
+        scan_folder(tmp_path / "missing")
+
+
+def test_corrupt_files_are_skipped_and_counted(tmp_path, capfd):
+    folder = write_images(tmp_path / "d", 4)
+    (folder / "img001.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    (folder / "img002.jpg").write_bytes(b"")
+    ds = MultiCropDataset(scan_folder(folder).samples, MultiCropAugmentation(SMALL), seed=0)
+    crops, skipped = ds[(0, 1)]
+    assert skipped == 2 and len(crops) == 5  # 001 and 002 unreadable: 003 is used instead
+    assert ds[(0, 0)][1] == 0
+    err = capfd.readouterr().err
+    assert "skipping" in err and "img001.jpg" in err and "img002.jpg" in err
+
+
+def test_views_depend_only_on_seed_epoch_and_index(image_folder):
+    samples = scan_folder(image_folder).samples
+    ds = MultiCropDataset(samples, MultiCropAugmentation(SMALL), seed=3)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = ds[(1, 5)][0]
+    assert torch.equal(torch.rand(1), before)  # the caller's RNG is not consumed
+    b = ds[(1, 5)][0]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    c = ds[(2, 5)][0]
+    assert not torch.equal(a[0], c[0])
+    shapes = [tuple(x.shape) for x in a]
+    assert shapes == [(3, 32, 32)] * 2 + [(3, 16, 16)] * 3
+
+
+def test_deterministic_views_are_resized_images(image_folder):
+    cfg = CropConfig(global_crop_size=32, local_crop_size=16, local_crops_number=1, random=False)
+    ds = MultiCropDataset(scan_folder(image_folder).samples, MultiCropAugmentation(cfg), seed=0)
+    (g1, g2, loc), _ = ds[(0, 0)]
+    assert torch.equal(g1, g2) and loc.shape == (3, 16, 16)
+    assert torch.equal(ds[(5, 0)][0][0], g1)
+
+
+def test_sampler_splits_between_processes_and_resumes_mid_epoch():
+    data = list(range(10))
+    ranks = [EpochSampler(data, 2, r, seed=0, batch_size=2) for r in range(2)]
+    for s in ranks:
+        s.set_epoch(3)
+    parts = [list(s) for s in ranks]
+    assert sorted(i for p in parts for _, i in p) == data
+    assert all(e == 3 for p in parts for e, _ in p)
+    ranks[0].start_batch = 1
+    assert list(ranks[0]) == parts[0][2:] and len(ranks[0]) == 3
+    assert steps_per_epoch(10, batch_size=2, world_size=2) == 2

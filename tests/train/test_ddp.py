@@ -1,0 +1,34 @@
+"""torchrun with 2 CPU processes (gloo) gives the loss of 1 process with the same total batch."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import REPO, TINY_ARGS, losses, run_cli, write_images
+
+
+def _torchrun(nproc: int, args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "dino_train.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_two_processes_match_one_process_with_the_same_total_batch(tmp_path):
+    images = write_images(tmp_path / "images", 16)
+    # deterministic views and no stochastic depth: both runs see exactly the same computation
+    common = [*TINY_ARGS, "--data_path", str(images), "--deterministic-crops",
+              "--drop_path_rate", "0", "--max-steps", "4", "--lr", "0.05"]
+    one = run_cli([*common, "--batch_size_per_gpu", "8", "--output_dir", str(tmp_path / "one")])
+    assert one.returncode == 0, one.stderr
+    two = _torchrun(2, [*common, "--batch_size_per_gpu", "4", "--output_dir",
+                        str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = losses(tmp_path / "one"), losses(tmp_path / "two")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    assert a[1] != a[4]  # the weights moved, so later steps test the averaged gradients
+    for step in a:
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step

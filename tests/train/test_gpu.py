@@ -1,0 +1,38 @@
+"""GPU training steps (run by scripts/gpu_check.sh on a CUDA machine; skipped without one)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from dino_train.cli import _run, train_command
+
+from .conftest import TINY_ARGS, losses, write_images
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])
+def test_cuda_training_steps_are_finite(tmp_path, precision):
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    images = write_images(tmp_path / "images", 16)
+    args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
+    code = _run(train_command, [*args, "--data_path", str(images), "--output_dir",
+                                str(tmp_path / "o"), "--device", "cuda", "--precision",
+                                precision, "--max-steps", "6", "--num_workers", "2"])
+    assert code == 0
+    got = losses(tmp_path / "o")
+    assert sorted(got) == [1, 2, 3, 4, 5, 6] and all(math.isfinite(v) for v in got.values())
+
+
+def test_fp16_checkpoint_has_the_grad_scaler(tmp_path):
+    from dino_train.safe_load import load_pickle_checkpoint
+    images = write_images(tmp_path / "images", 8)
+    args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
+    assert _run(train_command, [*args, "--data_path", str(images), "--output_dir",
+                                str(tmp_path / "o"), "--device", "cuda", "--max-steps", "2"]) == 0
+    ckpt = load_pickle_checkpoint(tmp_path / "o" / "checkpoint.pth")
+    assert "fp16_scaler" in ckpt and ckpt["dino_edge"]["precision"] == "fp16"  # auto on CUDA
