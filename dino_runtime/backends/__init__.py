@@ -26,7 +26,7 @@ class BackendEntry:
     install_hint: str
 
     def missing(self) -> list[str]:
-        return [p for p in self.packages if importlib.util.find_spec(p) is None]
+        return [p for p in self.packages if not _importable(p)]
 
     def load(self, model_path: str | os.PathLike, options: BackendOptions) -> Backend:
         missing = self.missing()
@@ -37,13 +37,21 @@ class BackendEntry:
         return getattr(module, self.class_name)(model_path, options)
 
 
+def _importable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(package) is not None
+    except ImportError:  # an import hook that refuses the package
+        return False
+
+
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
     BackendEntry("tensorrt", "trt_backend", "TensorRTBackend", (".engine", ".plan"),
                  ("tensorrt",), "pip install 'dino-edge[trt]' (NVIDIA GPU only)"),
     BackendEntry("onnxruntime", "ort_backend", "OrtBackend", (".onnx",),
                  ("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)"),
     BackendEntry("torch", "torch_backend", "TorchBackend", (".pth", ".pt", ".safetensors"),
-                 ("torch", "dino_train"), "pip install dino-edge with torch"),
+                 ("torch", "dino_train"), "install PyTorch, or export the checkpoint with "
+                 "dino-export and run the .onnx file"),
 )}
 BACKEND_CHOICES = ("auto",) + tuple(BACKENDS)
 

@@ -1,0 +1,117 @@
+"""The HighGUI window under a virtual X server: the overlay is on screen, and q quits cleanly.
+
+Needs the Debian packages ``xvfb`` (the X server) and ``xdotool`` (window lookup, key presses);
+the screenshot is read straight from Xvfb's framebuffer file (``-fbdir``, XWD format), so no
+screenshot tool is needed.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from dino_runtime import RenderOptions, Runtime
+from dino_runtime.postprocess import normalize_maps
+from dino_runtime.render import render
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("Xvfb") is None or shutil.which("xdotool") is None,
+    reason="display test needs Xvfb and xdotool: apt-get install -y xvfb xdotool")
+
+GRAY = (128, 128, 128)
+
+
+def read_xwd(path: Path) -> np.ndarray:
+    """Xvfb's framebuffer file (XWD, 24-bit TrueColor, 32 bits per pixel) -> (H, W, 3) BGR."""
+    data = path.read_bytes()
+    fields = struct.unpack(">25I", data[:100])
+    header_size, width, height = fields[0], fields[4], fields[5]
+    bits_per_pixel, bytes_per_line, ncolors = fields[11], fields[12], fields[19]
+    assert bits_per_pixel == 32, "expected a 24-bit screen stored as 32 bits per pixel"
+    offset = header_size + 12 * ncolors
+    pixels = np.frombuffer(data, np.uint8, count=bytes_per_line * height, offset=offset)
+    return pixels.reshape(height, bytes_per_line // 4, 4)[:, :width, :3]  # BGRX, little-endian
+
+
+@pytest.fixture
+def xvfb(tmp_path):
+    """A virtual screen; yields (DISPLAY, framebuffer file)."""
+    display = f":{90 + os.getpid() % 400}"
+    fbdir = tmp_path / "fb"
+    fbdir.mkdir()
+    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-fbdir",
+                               str(fbdir), "-nolisten", "tcp"], stderr=subprocess.DEVNULL)
+    socket = Path(f"/tmp/.X11-unix/X{display[1:]}")
+    deadline = time.time() + 10
+    while not socket.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert socket.exists(), "Xvfb did not start"
+    yield display, fbdir / "Xvfb_screen0"
+    server.terminate()
+    server.wait(10)
+
+
+def xdotool(display: str, *args: str) -> str:
+    env = {**os.environ, "DISPLAY": display}
+    return subprocess.run(["xdotool", *args], env=env, capture_output=True, text=True,
+                          timeout=20).stdout.strip()
+
+
+def gray_video(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (160, 96))
+    for _ in range(frames):
+        writer.write(np.full((96, 160, 3), GRAY, np.uint8))
+    writer.release()
+    return path
+
+
+def test_window_shows_the_overlay_and_q_quits(tiny_onnx, xvfb, tmp_path):
+    display, framebuffer = xvfb
+    video = gray_video(tmp_path / "gray.avi", 3000)
+    proc = subprocess.Popen([sys.executable, "-m", "dino_runtime.cli", "--model", str(tiny_onnx),
+                             "--source", str(video), "--show-attention", "--batch", "1"],
+                            cwd=ROOT, env={**os.environ, "DISPLAY": display},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        window = ""
+        deadline = time.time() + 60
+        while not window and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            window = xdotool(display, "search", "--name", "^dino-run$")
+        assert window, f"no dino-run window appeared: {proc.stderr.read() if proc.poll() else ''}"
+        time.sleep(0.5)  # let a few frames be drawn
+        screen = read_xwd(framebuffer)
+        geometry = xdotool(display, "getwindowgeometry", "--shell", window.split()[0])
+        geo = dict(line.split("=") for line in geometry.splitlines())
+        x, y, w, h = (int(geo[k]) for k in ("X", "Y", "WIDTH", "HEIGHT"))
+        shown = screen[y:y + h, x:x + w].astype(int)
+        assert (w, h) == (160, 96)
+
+        # What the window should hold: the gray frame with the model's heat map blended in.
+        raw = np.full((96, 160, 3), GRAY, np.uint8)
+        result = Runtime(tiny_onnx)([cv2.imdecode(cv2.imencode(".jpg", raw)[1], 1)])
+        expected = render(raw, normalize_maps(result.attn.mean(1, keepdims=True))[0], None,
+                          None, RenderOptions(attention=True)).astype(int)
+        assert np.abs(shown - raw.astype(int)).mean() > 15, "the window shows the bare frame"
+        assert np.abs(shown - expected).mean() < 4, "the window does not show the overlay"
+        saturation = shown.max(axis=2) - shown.min(axis=2)
+        assert (saturation > 30).mean() > 0.3  # inferno colours over a colourless frame
+
+        xdotool(display, "search", "--name", "^dino-run$", "windowfocus", "--sync", "key", "q")
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "stopped: q pressed" in stdout
