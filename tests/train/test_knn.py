@@ -67,3 +67,23 @@ def test_dino_eval_knn_end_to_end(tmp_path, capsys, tiny_training_checkpoint):
                              "--train-data", str(tmp_path / "train"), "--val-data",
                              str(tmp_path / "val"), "--nb-knn", "200", "--image-size", "32"])
     assert code == 2 and "more than the 24 training images" in capsys.readouterr().err
+
+
+def test_periodic_knn_monitoring_is_logged_and_plotted(tmp_path):
+    from dino_train.cli import train_command
+
+    from .conftest import TINY_ARGS, losses
+
+    _colour_set(tmp_path / "train", 4, 0)
+    _colour_set(tmp_path / "val", 2, 1)
+    out = tmp_path / "out"
+    code = _run(train_command, [*TINY_ARGS, "--data_path", str(tmp_path / "train"),
+                                "--output_dir", str(out), "--max-steps", "2",
+                                "--knn-train-data", str(tmp_path / "train"),
+                                "--knn-val-data", str(tmp_path / "val"), "--knn-every-steps", "2"])
+    assert code == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    knn = [r for r in records if "knn_top1" in r]
+    assert len(knn) == 1 and knn[0]["step"] == 2 and knn[0]["knn_k"] == 12
+    assert knn[0]["knn_top1"] >= 90.0 and sorted(losses(out)) == [1, 2]  # colours separate
+    assert (out / "training.png").exists()

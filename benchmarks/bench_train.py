@@ -1,0 +1,298 @@
+"""Training-step throughput: the official DINO step (fp32, eager) vs dino-train's fastest CPU path.
+
+    flock /tmp/heavy.lock python benchmarks/bench_train.py --official-repo /path/to/dino \
+        --data /path/to/imagenette/val
+
+One run measures, on the same machine and the same batches (ViT-Tiny/16, 2x224 + 8x96 crops,
+batch 16, out_dim 65536, stochastic depth off so that both compute the same function):
+
+* baseline: the official code itself when ``--official-repo`` is given (its ``vit_tiny``,
+  ``DINOHead``, ``MultiCropWrapper``, ``DINOLoss``, ``clip_gradients``,
+  ``cancel_gradients_last_layer``, ``torch.optim.AdamW`` and the per-parameter EMA loop of
+  ``train_one_epoch``), fp32 eager; otherwise an in-repo stand-in written the same way
+  (unfused attention, pairwise loss loop, per-parameter EMA);
+* ours: ``dino_train.train.train_step`` (bf16 autocast, fused attention, fused AdamW, fused
+  clipping and EMA, optionally ``torch.compile``), fed by the real ``DataLoader`` so that the
+  share of the step spent waiting for data is measured too.
+
+Both start from the same weights; the losses of the first steps are compared.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
+from dino_train.train import Runtime, TrainConfig, build_trainer, train_step
+from dino_train import distributed as D
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--official-repo", default=None, help="facebookresearch/dino checkout")
+    p.add_argument("--data", default=None, help="image folder (default: synthetic images)")
+    p.add_argument("--steps", type=int, default=5, help="timed steps per implementation")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile, caches)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--out-dim", type=int, default=65536)
+    p.add_argument("--depth", type=int, default=None, help="fewer blocks, for a quick check")
+    p.add_argument("--local-crops", type=int, default=8)
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--compile", action="store_true", help="torch.compile our backbones")
+    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default="cpu")
+    return p.parse_args()
+
+
+def synthetic_images(n: int) -> Path:
+    from PIL import Image
+    folder = Path(tempfile.mkdtemp(prefix="bench_train_"))
+    rs = np.random.RandomState(0)
+    for i in range(n):
+        Image.fromarray(rs.randint(0, 256, (256, 320, 3), dtype=np.uint8)).save(folder / f"{i}.jpg")
+    return folder
+
+
+def make_config(args: argparse.Namespace, data: Path, out: Path) -> TrainConfig:
+    return TrainConfig(
+        arch="vit_tiny", patch_size=16, out_dim=args.out_dim, batch_size_per_gpu=args.batch,
+        local_crops_number=args.local_crops, drop_path_rate=0.0, data_path=str(data),
+        output_dir=str(out), num_workers=args.num_workers, device=args.device,
+        precision=args.precision, compile=args.compile, depth=args.depth, progress=False,
+        epochs=100, warmup_epochs=10)
+
+
+def fixed_batches(cfg: TrainConfig, n: int) -> list[list[torch.Tensor]]:
+    """The first ``n`` batches the real loader will yield (views are seeded per sample)."""
+    ds = MultiCropDataset(scan_folder(cfg.data_path).samples, MultiCropAugmentation(cfg.crops()),
+                          cfg.seed)
+    from dino_train.data import EpochSampler
+    sampler = EpochSampler(ds, 1, 0, cfg.seed, cfg.batch_size_per_gpu)
+    sampler.set_epoch(0)
+    keys = list(sampler)[: n * cfg.batch_size_per_gpu]
+    batches = []
+    for b in range(n):
+        items = [ds[k][0] for k in keys[b * cfg.batch_size_per_gpu:(b + 1) * cfg.batch_size_per_gpu]]
+        batches.append([torch.stack(c) for c in zip(*items)])
+    return batches
+
+
+# -- baseline -----------------------------------------------------------------------------------
+class OfficialStep:
+    """The official ``train_one_epoch`` body (single process, fp32, no autocast)."""
+
+    def __init__(self, repo: str, cfg: TrainConfig, state: dict, schedules) -> None:
+        sys.path.insert(0, repo)
+        import torch.distributed as dist
+        if not dist.is_initialized():  # official DINOLoss all-reduces the centre
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", "29541")
+            dist.init_process_group("gloo", rank=0, world_size=1)
+        import main_dino
+        import utils
+        import vision_transformer as vits
+        self.utils = utils
+        from functools import partial
+
+        def vit_tiny():  # the official vit_tiny, with an optional smaller depth
+            return vits.VisionTransformer(
+                patch_size=16, embed_dim=192, depth=cfg.depth or 12, num_heads=3, mlp_ratio=4,
+                qkv_bias=True, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+                drop_path_rate=0.0)
+        student, teacher = vit_tiny(), vit_tiny()
+        self.student = utils.MultiCropWrapper(student, vits.DINOHead(192, cfg.out_dim))
+        self.teacher = utils.MultiCropWrapper(teacher, vits.DINOHead(192, cfg.out_dim))
+        self.student.load_state_dict(state)
+        self.teacher.load_state_dict(state)
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+        self.loss = main_dino.DINOLoss(cfg.out_dim, cfg.local_crops_number + 2, 0.04, 0.04, 0,
+                                       cfg.epochs)
+        self.optimizer = torch.optim.AdamW(utils.get_params_groups(self.student))
+        self.schedules, self.cfg = schedules, cfg
+
+    def __call__(self, images: list[torch.Tensor], it: int) -> float:
+        for i, group in enumerate(self.optimizer.param_groups):
+            group["lr"] = self.schedules.lr[it]
+            if i == 0:
+                group["weight_decay"] = self.schedules.weight_decay[it]
+        teacher_output = self.teacher(images[:2])
+        student_output = self.student(images)
+        loss = self.loss(student_output, teacher_output, 0)
+        value = loss.item()
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.utils.clip_gradients(self.student, self.cfg.clip_grad)
+        self.utils.cancel_gradients_last_layer(0, self.student, self.cfg.freeze_last_layer)
+        self.optimizer.step()
+        with torch.no_grad():
+            m = self.schedules.momentum[it]
+            for param_q, param_k in zip(self.student.parameters(), self.teacher.parameters()):
+                param_k.data.mul_(m).add_((1 - m) * param_q.detach().data)
+        return value
+
+
+class StandInStep(OfficialStep):
+    """Without the official repository: our modules run the official way (unfused attention,
+    the pairwise loss loop, per-parameter clipping loop and EMA, for-loop AdamW)."""
+
+    def __init__(self, cfg: TrainConfig, state: dict, schedules) -> None:
+        from dino_train.archs import resolve_arch
+        from dino_train.models import DINOHead
+        from dino_train.multicrop import MultiCropWrapper
+        kw = {"depth": cfg.depth} if cfg.depth else {}
+
+        def net():
+            m = MultiCropWrapper(resolve_arch("vit_tiny", 16).build(**kw), DINOHead(192, cfg.out_dim))
+            for blk in m.backbone.blocks:
+                blk.attn.fused_attn = False
+            m.load_state_dict(state)
+            return m
+        self.student, self.teacher = net(), net()
+        for p in self.teacher.parameters():
+            p.requires_grad = False
+        self.loss = _PairwiseLoss(cfg.local_crops_number + 2)
+        groups = [{"params": [p for n, p in self.student.named_parameters() if p.requires_grad
+                              and not (n.endswith(".bias") or p.ndim == 1)]},
+                  {"params": [p for n, p in self.student.named_parameters() if p.requires_grad
+                              and (n.endswith(".bias") or p.ndim == 1)], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, foreach=False)
+        self.utils = _LoopUtils()
+        self.schedules, self.cfg = schedules, cfg
+
+
+class _PairwiseLoss:
+    def __init__(self, ncrops: int) -> None:
+        self.ncrops, self.center = ncrops, None
+
+    def __call__(self, s, t, epoch):
+        import torch.nn.functional as F
+        self.center = torch.zeros(1, t.shape[1]) if self.center is None else self.center
+        s = (s / 0.1).chunk(self.ncrops)
+        q = F.softmax((t - self.center) / 0.04, dim=-1).detach().chunk(2)
+        total, n = 0, 0
+        for iq, qi in enumerate(q):
+            for v in range(len(s)):
+                if v != iq:
+                    total += torch.sum(-qi * F.log_softmax(s[v], dim=-1), dim=-1).mean()
+                    n += 1
+        with torch.no_grad():
+            self.center = self.center * 0.9 + t.sum(0, keepdim=True) / len(t) * 0.1
+        return total / n
+
+
+class _LoopUtils:
+    @staticmethod
+    def clip_gradients(model, clip):
+        for p in model.parameters():
+            if p.grad is not None:
+                norm = p.grad.data.norm(2)
+                coef = clip / (norm + 1e-6)
+                if coef < 1:
+                    p.grad.data.mul_(coef)
+
+    @staticmethod
+    def cancel_gradients_last_layer(epoch, model, freeze):
+        if epoch < freeze:
+            for n, p in model.named_parameters():
+                if "last_layer" in n:
+                    p.grad = None
+
+
+# -- measurement --------------------------------------------------------------------------------
+def time_baseline(step, batches, warmup: int) -> tuple[list[float], list[float]]:
+    losses, times = [], []
+    for i, images in enumerate(batches):
+        t0 = time.perf_counter()
+        losses.append(step(images, i))
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    return losses, times
+
+
+def time_ours(trainer, n: int, warmup: int) -> tuple[list[float], list[float], list[float]]:
+    """Steps through the real loader: (losses, step times incl. data wait, data waits)."""
+    trainer.sampler.set_epoch(0)
+    losses, times, waits = [], [], []
+    it = iter(trainer.loader)
+    last = time.perf_counter()
+    for i in range(n):
+        crops, _ = next(it)
+        wait = time.perf_counter() - last
+        losses.append(train_step(trainer, crops))
+        trainer.state.step += 1
+        now = time.perf_counter()
+        if i >= warmup:
+            times.append(now - last)
+            waits.append(wait)
+        last = now
+    return losses, times, waits
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(0)
+    data = Path(args.data) if args.data else synthetic_images(4 * args.batch)
+    out = Path(tempfile.mkdtemp(prefix="bench_train_out_"))
+    cfg = make_config(args, data, out)
+    n = args.warmup + args.steps
+    rt = Runtime(torch.device(args.device), args.precision, D.DistInfo())
+    trainer = build_trainer(cfg, rt)
+    state = trainer.nets.student_module.state_dict()
+    batches = fixed_batches(cfg, n)
+    if args.official_repo:
+        baseline, name = OfficialStep(args.official_repo, cfg, state, trainer.schedules), \
+            f"official code ({args.official_repo}), fp32 eager"
+    else:
+        baseline, name = StandInStep(cfg, state, trainer.schedules), \
+            "official-style stand-in (no --official-repo), fp32 eager"
+    base_losses, base_times = time_baseline(baseline, batches, args.warmup)
+    del baseline
+    our_losses, our_times, waits = time_ours(trainer, n, args.warmup)
+    report(args, name, base_losses, base_times, our_losses, our_times, waits)
+
+
+def report(args, name, base_losses, base_times, our_losses, our_times, waits) -> None:
+    b_ips = args.batch / np.mean(base_times)
+    o_ips = args.batch / np.mean(our_times)
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    depth = args.depth or 12
+    print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}  machine: {cpu}, "
+          f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"model: vit_tiny/16 depth {depth}, crops 2x224 + {args.local_crops}x96, batch "
+          f"{args.batch}, out_dim {args.out_dim}, drop_path 0; {args.warmup} warm-up + "
+          f"{args.steps} timed steps each")
+    print(f"baseline: {name}")
+    print(f"  {b_ips:7.2f} images/s  ({np.mean(base_times):.2f} s/step, "
+          f"min {np.min(base_times):.2f})")
+    ours = f"dino-train {args.precision}, fused attention/AdamW/clip/EMA" + \
+        (", torch.compile" if args.compile else ", eager")
+    print(f"ours: {ours}, real DataLoader ({args.num_workers} worker)")
+    print(f"  {o_ips:7.2f} images/s  ({np.mean(our_times):.2f} s/step, "
+          f"min {np.min(our_times):.2f})")
+    print(f"speed-up: {o_ips / b_ips:.2f}x")
+    print(f"data loading: {100 * np.sum(waits) / np.sum(our_times):.1f}% of our step time "
+          f"(waiting for the next batch)")
+    rel = [abs(a - b) / abs(b) for a, b in zip(our_losses, base_losses)]
+    print("loss per step (baseline / ours / rel. diff):")
+    for i, (a, b, r) in enumerate(zip(base_losses, our_losses, rel)):
+        print(f"  step {i}: {a:.5f} / {b:.5f} / {r:.1e}")
+    print(f"max relative loss difference: {max(rel):.1e}")
+
+
+if __name__ == "__main__":
+    main()
