@@ -62,3 +62,37 @@ def test_similarity_search_finds_the_query_frame(tmp_path, tiny_pretrained, clip
                   str(tmp_path / "query.png"), "--top", "3", cwd=tmp_path)
     assert stdout.splitlines()[0].startswith("1. frame 19 ")
     assert float(stdout.splitlines()[0].rsplit(" ", 1)[1]) > 0.999
+
+
+def _write_class_folders(root: Path, per_class: int, seed: int) -> None:
+    """Two visually distinct classes: bright-red squares vs dark-blue stripes, with noise."""
+    rng = np.random.default_rng(seed)
+    for name in ("red_square", "blue_stripes"):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 40, (64, 64, 3), dtype=np.uint8)
+            if name == "red_square":
+                y, x = rng.integers(0, 24, 2)
+                img[y:y + 40, x:x + 40] = (30, 30, 230)
+            else:
+                img[:, ::8] = (220, 60, 20)
+            cv2.imwrite(str(root / name / f"{i}.png"), img)
+
+
+def test_knn_eval_separates_two_obvious_classes(tmp_path, tiny_pretrained):
+    _write_class_folders(tmp_path / "train", 12, seed=1)
+    _write_class_folders(tmp_path / "val", 6, seed=2)
+    stdout = _run(str(EXAMPLES / "knn_eval.py"), str(tiny_pretrained), "--train-data",
+                  str(tmp_path / "train"), "--val-data", str(tmp_path / "val"), "--k", "5",
+                  "--image-size", "64", cwd=tmp_path)
+    line = next(ln for ln in stdout.splitlines() if ln.startswith("k=5"))
+    top1 = float(line.split("top-1")[1].split("%")[0])
+    assert top1 >= 90.0, stdout  # even random ViT features separate these two classes
+
+
+def test_knn_eval_bad_folder_is_one_line(tmp_path, tiny_pretrained):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "knn_eval.py"), str(tiny_pretrained),
+                           "--train-data", str(tmp_path / "nope"), "--val-data", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "not a directory" in proc.stderr
