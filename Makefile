@@ -6,7 +6,12 @@ PY     := $(VENV)/bin/python
 # from the local wheel cache where one exists, else from the registry.
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test demo clean
+.PHONY: venv sysdeps test demo clean
+
+# System packages some tests need: the C++ example (cmake, g++, OpenCV's development files)
+# and the display test (Xvfb, xdotool, xwd). Installed when missing and we may (root + apt);
+# otherwise those tests skip and name what is missing.
+SYSDEPS := cmake g++ pkg-config libopencv-dev xvfb xdotool x11-apps
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +22,15 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+sysdeps:
+	@missing=$$(for p in $(SYSDEPS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "note: missing system packages ($$missing): the tests that need them will skip"; fi
+
+test: venv sysdeps
 	$(PY) -m pytest -q tests
 
 # Runs the main job end to end on CPU: weights -> dino-export -> dino-run -> runs/demo/report.md

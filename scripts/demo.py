@@ -133,10 +133,10 @@ def stage_weights(demo: Demo, tmp: Path) -> str:
                       "its attention is far weaker than the official model's")
     train_dir = demo.out / "train"
     cmd = [str(BIN / "dino-train"), "--arch", "vit_t16", "--data-path", str(photos),
-           "--output-dir", str(train_dir), "--epochs", "100", "--batch-size-per-gpu", "16",
-           "--local-crops-number", "2", "--out-dim", "4096", "--warmup-epochs", "1",
-           "--precision", "bf16", "--num-workers", "1", "--no-resume",
-           "--max-time-minutes", str(demo.train_minutes)]
+           "--output-dir", str(train_dir), "--epochs", "15", "--warmup-epochs", "2",
+           "--batch-size-per-gpu", "32", "--global-crop-size", "128", "--local-crop-size", "64",
+           "--local-crops-number", "4", "--out-dim", "4096", "--num-workers", "1",
+           "--no-resume", "--no-progress", "--max-minutes", str(demo.train_minutes)]
     took = demo.timed("train", cmd, f"dino-train vit_t16 on {origin}", "train.log")
     steps = _last_log_record(train_dir / "log.jsonl")
     if steps:
