@@ -143,14 +143,17 @@ def torch_reference(model: VisionTransformer, bgr: np.ndarray) -> dict[str, np.n
 
 
 class OnnxRunner:
-    """A CPU ONNX Runtime session fed uint8 BGR images in chunks of the file's batch."""
+    """An ONNX Runtime session (CPU unless ``providers`` says otherwise) fed uint8 BGR images
+    in chunks of the file's batch."""
 
-    def __init__(self, path: str | Path, meta: ModelMetadata, threads: int = 0) -> None:
+    def __init__(self, path: str | Path, meta: ModelMetadata, threads: int = 0,
+                 providers: list | None = None) -> None:
         import onnxruntime as ort
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), opts,
+                                            providers=providers or ["CPUExecutionProvider"])
         self.meta = meta
         self.names = [o.name for o in self.session.get_outputs()]
 

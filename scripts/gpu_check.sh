@@ -37,3 +37,20 @@ print(f'{sys.argv[2]}: {r[\"images_per_s\"]:.1f} images/s (steps 21-30), loss {r
 done
 rm -rf "$TRAIN_DATA"
 # ===== END training =====
+
+# ===== BEGIN export (dino_export) =====
+echo "== export: ViT-S/8 TensorRT engines (fp16, fp32) and ORT CUDA/TensorRT EP sessions, verified and timed"
+"$PY" -c "import tensorrt; print('tensorrt', tensorrt.__version__)" \
+    || echo "export: TensorRT is not installed here (pip install 'dino-edge[trt]'); engines will be reported as not built"
+"$PY" -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
+"$PY" benchmarks/bench_export_gpu.py "$OUT/export" | tee "$OUT/export_summary.txt"
+echo "== export: the CLI path, dino-export --trt fp16 on a ViT-S/8 checkpoint"
+"$PY" - "$OUT/export/vits8_ckpt.pth" <<'PYEOF'
+import sys, torch
+from dino_train.models import vit_small
+torch.manual_seed(0)
+torch.save(vit_small(patch_size=8).state_dict(), sys.argv[1])
+PYEOF
+"$PY" -m dino_export.cli "$OUT/export/vits8_ckpt.pth" -o "$OUT/export/cli_vits8.onnx" \
+    --dynamic-batch 1 8 16 --trt fp16 | tee -a "$OUT/export_summary.txt"
+# ===== END export =====
