@@ -137,7 +137,7 @@ class TensorRTBackend:
         host = np.ascontiguousarray(images, dtype=dtype)
         self.context.set_input_shape(self.input_name, host.shape)
         self.cuda.copy(ptr, host.ctypes.data, host.nbytes, "HostToDevice", self.stream)
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execution failed")
         results = {}
         for name in self.outputs:
