@@ -11,6 +11,7 @@ Python API::
 """
 from .config import ExportConfig
 from .onnx_export import export_onnx, read_metadata
+from .verify import verify_onnx
 
 __version__ = "0.1.0"
-__all__ = ["ExportConfig", "export_onnx", "read_metadata"]
+__all__ = ["ExportConfig", "export_onnx", "read_metadata", "verify_onnx"]

@@ -40,7 +40,7 @@ def parse_outputs(values: tuple[str, ...]) -> tuple[str, ...]:
               help="ONNX file to write [default: CHECKPOINT stem + .onnx in the current folder].")
 @click.option("--img-size", nargs=2, type=int, default=(224, 224), show_default=True,
               metavar="H W", help="Input size in pixels; both multiples of the patch size.")
-@click.option("--batch", type=int, default=1, show_default=True, help="Fixed batch size.")
+@click.option("--batch", type=int, default=None, help="Fixed batch size  [default: 1].")
 @click.option("--dynamic-batch", nargs=3, type=int, default=None, metavar="MIN OPT MAX",
               help="Symbolic batch instead of --batch; OPT is TensorRT's tuning point.")
 @click.option("--outputs", multiple=True, default=("cls", "attn"), show_default=True,
@@ -67,10 +67,12 @@ def cli(checkpoint, output, img_size, batch, dynamic_batch, outputs, opset, prec
     """Export a DINO ViT CHECKPOINT (a file or a hub name such as dino_vits8) to verified ONNX
     with its [CLS] embedding and last-block attention, and optionally a TensorRT engine."""
     from .pipeline import ExportRequest, run_export
+    if batch is not None and dynamic_batch is not None:
+        raise UserError("--batch and --dynamic-batch exclude each other: give one of them")
     if calib_data is not None and not calib_data.is_dir():
         raise UserError(f"--calib-data {calib_data}: not a directory of images")
     config = ExportConfig(
-        img_size=tuple(img_size), batch=batch, dynamic_batch=dynamic_batch,
+        img_size=tuple(img_size), batch=batch or 1, dynamic_batch=dynamic_batch,
         outputs=parse_outputs(outputs), opset=opset, precision=precision, preprocess=preprocess,
         calib_data=calib_data, calib_count=calib_count, checkpoint_key=checkpoint_key)
     if workspace <= 0:

@@ -54,6 +54,8 @@ def test_full_run_with_preprocess_and_dynamic_batch(tiny_pretrained, tmp_path, c
     (["--dynamic-batch", "4", "2", "8"], ["MIN <= OPT <= MAX"]),
     (["--calib-data", "/nonexistent/dir", "--precision", "int8"], ["not a directory"]),
     (["--checkpoint-key", "ema"], ["ema"]),
+    (["--trt", "int8"], ["--trt int8", "--calib-data"]),
+    (["--batch", "2", "--dynamic-batch", "1", "2", "4"], ["exclude each other"]),
 ])
 def test_bad_options_give_one_line(tiny_training_checkpoint, tmp_path, capsys, args, needles):
     out = tmp_path / "x.onnx"
