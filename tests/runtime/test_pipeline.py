@@ -139,3 +139,18 @@ def test_size_helpers():
     assert aspect_warning((720, 1280), (224, 400), 16) is None
     hint = aspect_warning((720, 1280), (224, 224), 16)
     assert "stretched" in hint and "--img-size 224 400" in hint
+
+
+def test_preprocess_matches_the_reference_formula():
+    from dino_runtime.preprocess import InputSpec, Preprocessor
+    import cv2
+    pre = Preprocessor(InputSpec((224, 400)))
+    frame = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (720, 1280, 3), np.uint8),
+                             (9, 9), 3)
+    x = pre(frame)
+    area = cv2.resize(frame, (400, 224), interpolation=cv2.INTER_AREA)
+    assert np.abs(pre.resize(frame).astype(int) - area).mean() < 1.0  # the fast two-step shrink
+    rgb = pre.resize(frame)[..., ::-1] / 255.0
+    ref = ((rgb - (0.485, 0.456, 0.406)) / (0.229, 0.224, 0.225)).transpose(2, 0, 1)
+    assert x.shape == (3, 224, 400) and x.dtype == np.float32
+    np.testing.assert_allclose(x, ref, atol=1e-5)
