@@ -206,22 +206,25 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.constant_(m.weight, 1.0)
 
 
+def _vit(patch_size: int, embed_dim: int, depth: int, num_heads: int, **kwargs) -> VisionTransformer:
+    """The official ViT recipe: MLP ratio 4, qkv bias, LayerNorm eps 1e-6; ``depth`` overridable."""
+    kwargs.setdefault("depth", depth)
+    return VisionTransformer(patch_size=patch_size, embed_dim=embed_dim, num_heads=num_heads,
+                             mlp_ratio=4, qkv_bias=True, norm_layer=LayerNorm6, **kwargs)
+
+
 def vit_tiny(patch_size: int = 16, **kwargs) -> VisionTransformer:
-    return VisionTransformer(patch_size=patch_size, embed_dim=192, depth=kwargs.pop("depth", 12),
-                             num_heads=3, mlp_ratio=4, qkv_bias=True, norm_layer=LayerNorm6, **kwargs)
+    return _vit(patch_size, 192, 12, 3, **kwargs)
 
 
 def vit_small(patch_size: int = 16, **kwargs) -> VisionTransformer:
-    return VisionTransformer(patch_size=patch_size, embed_dim=384, depth=kwargs.pop("depth", 12),
-                             num_heads=6, mlp_ratio=4, qkv_bias=True, norm_layer=LayerNorm6, **kwargs)
+    return _vit(patch_size, 384, 12, 6, **kwargs)
 
 
 def vit_base(patch_size: int = 16, **kwargs) -> VisionTransformer:
-    return VisionTransformer(patch_size=patch_size, embed_dim=768, depth=kwargs.pop("depth", 12),
-                             num_heads=12, mlp_ratio=4, qkv_bias=True, norm_layer=LayerNorm6, **kwargs)
+    return _vit(patch_size, 768, 12, 12, **kwargs)
 
 
 def vit_large(patch_size: int = 16, **kwargs) -> VisionTransformer:
     """Not released by DINO; ViT-L/16 as in timm and DINOv2 (1024 wide, 24 deep, 16 heads)."""
-    return VisionTransformer(patch_size=patch_size, embed_dim=1024, depth=kwargs.pop("depth", 24),
-                             num_heads=16, mlp_ratio=4, qkv_bias=True, norm_layer=LayerNorm6, **kwargs)
+    return _vit(patch_size, 1024, 24, 16, **kwargs)
