@@ -206,25 +206,24 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.constant_(m.weight, 1.0)
 
 
-def _vit(patch_size: int, embed_dim: int, depth: int, num_heads: int, **kwargs) -> VisionTransformer:
+def _vit(patch_size: int, embed_dim: int, num_heads: int, **kwargs) -> VisionTransformer:
     """The official ViT recipe: MLP ratio 4, qkv bias, LayerNorm eps 1e-6; ``depth`` overridable."""
-    kwargs.setdefault("depth", depth)
     return VisionTransformer(patch_size=patch_size, embed_dim=embed_dim, num_heads=num_heads,
                              mlp_ratio=4, qkv_bias=True, norm_layer=LayerNorm6, **kwargs)
 
 
 def vit_tiny(patch_size: int = 16, **kwargs) -> VisionTransformer:
-    return _vit(patch_size, 192, 12, 3, **kwargs)
+    return _vit(patch_size, 192, 3, **{"depth": 12, **kwargs})
 
 
 def vit_small(patch_size: int = 16, **kwargs) -> VisionTransformer:
-    return _vit(patch_size, 384, 12, 6, **kwargs)
+    return _vit(patch_size, 384, 6, **{"depth": 12, **kwargs})
 
 
 def vit_base(patch_size: int = 16, **kwargs) -> VisionTransformer:
-    return _vit(patch_size, 768, 12, 12, **kwargs)
+    return _vit(patch_size, 768, 12, **{"depth": 12, **kwargs})
 
 
 def vit_large(patch_size: int = 16, **kwargs) -> VisionTransformer:
     """Not released by DINO; ViT-L/16 as in timm and DINOv2 (1024 wide, 24 deep, 16 heads)."""
-    return _vit(patch_size, 1024, 24, 16, **kwargs)
+    return _vit(patch_size, 1024, 16, **{"depth": 24, **kwargs})
