@@ -11,19 +11,27 @@ class MultiCropWrapper(nn.Module):
     Consecutive crops of the same resolution are concatenated and go through the backbone in
     one batch (2 passes for 2 global + N local crops); the head then runs once on all features.
     Parameter names (``backbone.*``, ``head.*``) are the official ones.
+
+    ``head_fp32`` runs the head outside autocast. Used with bf16: its outputs are cosine
+    similarities divided by the teacher temperature (0.04), and bf16's 8-bit mantissa would put
+    errors of about 0.1 on those logits (fp16, the official choice, has 4x finer steps).
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, head_fp32: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.head_fp32 = head_fp32
 
     def forward(self, crops: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         """Crops, each (B, 3, H_i, W_i) -> head outputs (len(crops) * B, out_dim), crop-major."""
         if isinstance(crops, torch.Tensor):
             crops = [crops]
-        features = [self.backbone(torch.cat(group)) for group in resolution_groups(crops)]
-        return self.head(torch.cat(features))
+        features = torch.cat([self.backbone(torch.cat(group)) for group in resolution_groups(crops)])
+        if self.head_fp32:
+            with torch.autocast(features.device.type, enabled=False):
+                return self.head(features.float())
+        return self.head(features)
 
 
 def resolution_groups(crops: list[torch.Tensor]) -> list[list[torch.Tensor]]:

@@ -210,6 +210,7 @@ def build_networks(cfg: TrainConfig, rt: Runtime) -> Networks:
                  norm_last_layer=cfg.norm_last_layer))
     teacher = MultiCropWrapper(arch.build(img_size=img_size, **extra),
                                DINOHead(arch.family.embed_dim, cfg.out_dim, cfg.use_bn_in_head))
+    student.head_fp32 = teacher.head_fp32 = rt.precision == "bf16"
     student, teacher = student.to(rt.device), teacher.to(rt.device)
     if rt.dist.enabled and cfg.use_bn_in_head:
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)

@@ -91,3 +91,11 @@ def test_multicrop_groups_consecutive_resolutions_and_matches_separate_passes():
     separate = torch.cat([model.head(model.backbone(c)) for c in crops])
     assert out.shape == (6, 32)
     torch.testing.assert_close(out, separate, rtol=1e-4, atol=1e-5)
+
+
+def test_head_runs_in_fp32_under_bf16_autocast():
+    model = _model()
+    model.head_fp32 = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model([torch.randn(2, 3, 32, 32)])
+    assert out.dtype == torch.float32
