@@ -179,7 +179,7 @@ def stage_run(demo: Demo, model: Path, video: Path) -> Path:
 
 def stage_retrieval(demo: Demo, emb_path: Path, video: Path) -> None:
     start = time.perf_counter()
-    emb = np.load(emb_path).astype(np.float32)
+    emb = np.load(emb_path)["cls"].astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True) + 1e-12
     sim = emb @ emb.T
     queries = np.linspace(0, len(emb) - 1, 3).astype(int)
