@@ -11,7 +11,8 @@ batch 16, out_dim 65536, stochastic depth off so that both compute the same func
   ``cancel_gradients_last_layer``, ``torch.optim.AdamW`` and the per-parameter EMA loop of
   ``train_one_epoch``), fp32 eager; otherwise an in-repo stand-in written the same way
   (unfused attention, pairwise loss loop, per-parameter EMA);
-* ours: ``dino_train.train.train_step`` (bf16 autocast, fused attention, fused AdamW, fused
+* ours, step for step after the baseline (interleaved, so a shared CPU's load hits both):
+  ``dino_train.train.train_step`` (bf16 autocast, fused attention, fused AdamW, fused
   clipping and EMA, optionally ``torch.compile``), fed by the real ``DataLoader`` so that the
   share of the step spent waiting for data is measured too.
 
@@ -209,33 +210,45 @@ class _LoopUtils:
 
 
 # -- measurement --------------------------------------------------------------------------------
-def time_baseline(step, batches, warmup: int) -> tuple[list[float], list[float]]:
-    losses, times = [], []
+def interleaved(baseline, trainer, batches, warmup: int) -> dict[str, list[float]]:
+    """Baseline step i, then our step i, alternately: on a shared CPU, both see the same load.
+
+    Our step takes its batch from the real loader (same crops as ``batches``); its worker
+    prefetches during the baseline step, so the data share is measured apart (``data_share``).
+    """
+    r: dict[str, list[float]] = {"base_loss": [], "our_loss": [], "base_t": [], "our_t": []}
+    trainer.sampler.set_epoch(0)
+    loader = iter(trainer.loader)
     for i, images in enumerate(batches):
         t0 = time.perf_counter()
-        losses.append(step(images, i))
+        r["base_loss"].append(baseline(images, i))
+        t1 = time.perf_counter()
+        crops, _ = next(loader)
+        r["our_loss"].append(train_step(trainer, crops))
+        trainer.state.step += 1
+        t2 = time.perf_counter()
         if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return losses, times
+            r["base_t"].append(t1 - t0)
+            r["our_t"].append(t2 - t1)
+    return r
 
 
-def time_ours(trainer, n: int, warmup: int) -> tuple[list[float], list[float], list[float]]:
-    """Steps through the real loader: (losses, step times incl. data wait, data waits)."""
-    trainer.sampler.set_epoch(0)
-    losses, times, waits = [], [], []
-    it = iter(trainer.loader)
+def data_share(trainer, steps: int) -> float:
+    """Share of consecutive steps (fresh loader, next epoch) spent waiting for batches."""
+    trainer.sampler.set_epoch(1)
+    waits, total = 0.0, 0.0
     last = time.perf_counter()
-    for i in range(n):
-        crops, _ = next(it)
+    for i, (crops, _) in enumerate(trainer.loader):
         wait = time.perf_counter() - last
-        losses.append(train_step(trainer, crops))
+        train_step(trainer, crops)
         trainer.state.step += 1
         now = time.perf_counter()
-        if i >= warmup:
-            times.append(now - last)
-            waits.append(wait)
+        if i > 0:  # the first batch includes starting the worker process
+            waits, total = waits + wait, total + (now - last)
         last = now
-    return losses, times, waits
+        if i == steps:
+            break
+    return waits / total
 
 
 def main() -> None:
@@ -255,15 +268,16 @@ def main() -> None:
     else:
         baseline, name = StandInStep(cfg, state, trainer.schedules), \
             "official-style stand-in (no --official-repo), fp32 eager"
-    base_losses, base_times = time_baseline(baseline, batches, args.warmup)
+    r = interleaved(baseline, trainer, batches, args.warmup)
     del baseline
-    our_losses, our_times, waits = time_ours(trainer, n, args.warmup)
-    report(args, name, base_losses, base_times, our_losses, our_times, waits)
+    report(args, name, r, data_share(trainer, 3))
 
 
-def report(args, name, base_losses, base_times, our_losses, our_times, waits) -> None:
-    b_ips = args.batch / np.mean(base_times)
-    o_ips = args.batch / np.mean(our_times)
+def report(args, name, r: dict[str, list[float]], share: float) -> None:
+    base_losses, base_times, our_losses, our_times = \
+        r["base_loss"], r["base_t"], r["our_loss"], r["our_t"]
+    b_ips = args.batch / np.median(base_times)
+    o_ips = args.batch / np.median(our_times)
     cpu = platform.processor() or platform.machine()
     try:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
@@ -277,16 +291,17 @@ def report(args, name, base_losses, base_times, our_losses, our_times, waits) ->
           f"{args.batch}, out_dim {args.out_dim}, drop_path 0; {args.warmup} warm-up + "
           f"{args.steps} timed steps each")
     print(f"baseline: {name}")
-    print(f"  {b_ips:7.2f} images/s  ({np.mean(base_times):.2f} s/step, "
-          f"min {np.min(base_times):.2f})")
+    print(f"  {b_ips:7.2f} images/s  (median {np.median(base_times):.2f} s/step, min "
+          f"{np.min(base_times):.2f}, steps {' '.join(f'{t:.2f}' for t in base_times)})")
     ours = f"dino-train {args.precision}, fused attention/AdamW/clip/EMA" + \
         (", torch.compile" if args.compile else ", eager")
     print(f"ours: {ours}, real DataLoader ({args.num_workers} worker)")
-    print(f"  {o_ips:7.2f} images/s  ({np.mean(our_times):.2f} s/step, "
-          f"min {np.min(our_times):.2f})")
-    print(f"speed-up: {o_ips / b_ips:.2f}x")
-    print(f"data loading: {100 * np.sum(waits) / np.sum(our_times):.1f}% of our step time "
-          f"(waiting for the next batch)")
+    print(f"  {o_ips:7.2f} images/s  (median {np.median(our_times):.2f} s/step, min "
+          f"{np.min(our_times):.2f}, steps {' '.join(f'{t:.2f}' for t in our_times)})")
+    print(f"speed-up: {o_ips / b_ips:.2f}x (medians), {np.min(base_times) / np.min(our_times):.2f}x "
+          f"(fastest steps); steps interleaved baseline/ours, load average {os.getloadavg()[0]:.2f}")
+    print(f"data loading: {100 * share:.1f}% of our step time (waiting for the next batch, "
+          f"3 consecutive steps)")
     rel = [abs(a - b) / abs(b) for a, b in zip(our_losses, base_losses)]
     print("loss per step (baseline / ours / rel. diff):")
     for i, (a, b, r) in enumerate(zip(base_losses, our_losses, rel)):
