@@ -30,13 +30,15 @@ def load_pickle_checkpoint(path: Path) -> Any:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Weights only load failed" in str(e) or "Unsupported global" in str(e):
+        # torch words every weights-only failure alike; only a GLOBAL (an import) is unsafe,
+        # other opcodes it rejects mean the bytes are simply not a checkpoint pickle.
+        if re.search(r"\bGLOBAL\b|Unsupported global", str(e)):
             culprit = _unsupported_global(str(e))
             raise CheckpointError(
                 f"{path}: refused to load: its pickle references {culprit}, which is not in the "
                 "allow-list of checkpoint types (it could run code). Only load files you trust, "
                 "and convert them to .safetensors or a plain state dict.") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({_unpickler_reason(e)})") from None
     except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes is a bad file
         if isinstance(e, (MemoryError, KeyboardInterrupt)):
             raise
@@ -48,6 +50,12 @@ def load_pickle_checkpoint(path: Path) -> Any:
 def _unsupported_global(message: str) -> str:
     match = re.search(r"GLOBAL ([\w.]+)", message) or re.search(r"global[: ]+([\w.]+)", message)
     return match.group(1) if match else "a function or class"
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    after = [b for a, b in zip(lines, lines[1:]) if "WeightsUnpickler error" in a]
+    return after[0][:120] if after else _first_line(e)
 
 
 def _first_line(e: BaseException) -> str:
