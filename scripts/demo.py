@@ -186,9 +186,12 @@ def stage_retrieval(demo: Demo, emb_path: Path, video: Path) -> None:
     rows, lines = [], []
     frames = _read_frames(video, len(emb))
     for q in queries:
-        order = [i for i in np.argsort(-sim[q]) if abs(i - q) > 5][:4]  # skip near-duplicates
+        gap = min(5, len(emb) // 10)  # skip the query's immediate neighbours (near-duplicates)
+        order = [i for i in np.argsort(-sim[q]) if abs(i - q) > gap][:4]
         lines.append(f"| {q} | " + ", ".join(f"{i} ({sim[q, i]:.4f})" for i in order) + " |")
         rows.append(np.hstack([_thumb(frames[q], (0, 0, 255))] + [_thumb(frames[i]) for i in order]))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
     _write_image(demo.out / "retrieval.png", np.vstack(rows))
     # How spread the embeddings are: a briefly trained model maps every frame nearly alike.
     lines.append(f"\nPairwise cosine over all frames: min {sim.min():.4f}, median "
