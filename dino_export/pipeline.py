@@ -69,12 +69,17 @@ def run_export(req: ExportRequest, log: Callable[[str], None] = print) -> Export
 def _verify(path: Path, model, meta, log) -> VerifyReport:
     report = verify_onnx(path, model, meta)
     log(f"ONNX Runtime (CPU) vs PyTorch float32:\n{report.table()}")
-    if not report.passed:
-        kept = path.with_name(path.name + ".unverified")
-        path.replace(kept)
-        raise UserError(f"verification failed ({'; '.join(report.failures)}); "
-                        f"the file is kept as {kept}")
+    _fail_unless_passed(report, path, "verification")
     return report
+
+
+def _fail_unless_passed(report: VerifyReport, path: Path, what: str) -> None:
+    """Outside tolerance: keep the file as ``<name>.unverified`` and stop with one line."""
+    if report.passed:
+        return
+    kept = path.with_name(path.name + ".unverified")
+    path.replace(kept)
+    raise UserError(f"{what} failed ({'; '.join(report.failures)}); the file is kept as {kept}")
 
 
 def _engine(req: ExportRequest, onnx_path: Path, model, meta, log):
@@ -95,11 +100,7 @@ def _engine(req: ExportRequest, onnx_path: Path, model, meta, log):
     engine_meta = trt_export.read_engine_metadata(out)
     report = verify_runner(trt_export.EngineRunner(out, engine_meta), model, engine_meta)
     log(f"TensorRT vs PyTorch float32:\n{report.table()}")
-    if not report.passed:
-        kept = out.with_name(out.name + ".unverified")
-        out.replace(kept)
-        raise UserError(f"engine verification failed ({'; '.join(report.failures)}); "
-                        f"kept as {kept}")
+    _fail_unless_passed(report, out, "engine verification")
     return out, report
 
 
