@@ -9,6 +9,7 @@ Exit status: 0 done (also after q/Esc), 1 a problem with the input (one line on 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -215,6 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     # OpenCV and FFmpeg would print their own warnings for every bad frame or failed open;
     # the runtime counts and reports those itself.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    # FFmpeg logs through its own channel ("moov atom not found"); -8 is AV_LOG_QUIET. Set in
+    # main, not at import, and only when the user has not chosen a level.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         code = command.main(args=argv, prog_name="dino-run", standalone_mode=False)
     except click.exceptions.Exit as e:  # --help

@@ -133,3 +133,15 @@ def test_sigint_finalises_video_and_embeddings(tiny_onnx, tmp_path):
     assert 0 < n_video < 3000 and len(records) == n_video
     assert list(records["frame"]) == list(range(n_video))
     assert not partial.exists()
+
+
+def test_undecodable_video_is_one_line_without_ffmpeg_noise(tiny_onnx, tmp_path):
+    # A file named .mp4 with no moov atom: FFmpeg would log its own line unless silenced.
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"garbage, not an mp4")
+    proc = subprocess.run([sys.executable, "-m", "dino_runtime.cli", "--model", str(tiny_onnx),
+                           "--source", str(bad), "--no-display"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"dino-run: {bad}: not a video file that OpenCV/FFmpeg can decode"]
