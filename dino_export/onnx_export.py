@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from dino_runtime.metadata import INPUT_BGR, INPUT_FLOAT, ModelMetadata
 from dino_train.archs import family_for_width
 from dino_train.checkpoint import load_backbone
 from dino_train.errors import UserError
+from dino_train.fileio import atomic_output
 from dino_train.models import VisionTransformer
 
 from .config import ExportConfig, check_img_size
@@ -163,15 +163,8 @@ def checked_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, example: np
 
 def write_atomic(proto: onnx.ModelProto, out_path: Path) -> Path:
     """Save to a temporary file beside ``out_path``, then rename over it."""
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    try:
-        onnx.save(proto, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(out_path) as f:
+        f.write(proto.SerializeToString())  # onnx.save wants a named file; fdopen has none
     return out_path
 
 

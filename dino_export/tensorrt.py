@@ -16,8 +16,6 @@ Without TensorRT or a GPU, :func:`unavailable_reason` says which is missing and
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import onnx
 
 from dino_runtime.metadata import ModelMetadata
 from dino_train.errors import UserError
+from dino_train.fileio import atomic_output
 
 GIB = 1 << 30
 
@@ -193,14 +192,8 @@ def _calibrator(trt, feeds: tuple[np.ndarray, ...], engine_path: Path):
 
 def _write_bytes(path: Path, data) -> None:
     """Temporary file beside ``path``, then rename: never a half-written engine."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as f:
+        f.write(data)
 
 
 class EngineRunner:

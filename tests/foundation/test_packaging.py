@@ -35,3 +35,22 @@ def test_runtime_imports_without_torch():
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_atomic_output_gives_normal_permissions_and_cleans_up(tmp_path):
+    import os
+    import pytest
+    from dino_train.fileio import atomic_output
+    target = tmp_path / "out.bin"
+    with atomic_output(target) as f:
+        f.write(b"complete")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_bytes() == b"complete"
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_output(target) as f:
+            f.write(b"half")
+            raise KeyboardInterrupt
+    assert target.read_bytes() == b"complete"  # the previous file survives an interrupted write
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
