@@ -104,6 +104,9 @@ def official_options(f: Callable) -> Callable:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_command(**kw: Any) -> None:
     """Pretrain a DINO ViT on a folder of images or videos (the official recipe)."""
+    from .cpu_tuning import prefer_passive_omp_wait, will_train_on_cpu
+    if will_train_on_cpu(kw["device"]):
+        prefer_passive_omp_wait()  # before torch is imported; see cpu_tuning
     from .train import TrainConfig, train
     cfg = TrainConfig(**config_values(kw))
     summary = train(cfg)

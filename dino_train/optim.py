@@ -91,6 +91,29 @@ def cancel_last_layer_grads(model: nn.Module, epoch: int, freeze_last_layer: int
             p.grad = None
 
 
+class LastLayerFreeze:
+    """Skips the frozen last layer's gradient instead of computing and discarding it.
+
+    The official loop computes the head's last-layer gradient during the first
+    ``freeze_last_layer`` epochs and then drops it (``cancel_gradients_last_layer``). Turning
+    ``requires_grad`` off for those epochs gives the same update without the work: with
+    out_dim 65536 its weight gradient is a 65536 x 256 product and its weight-norm backward
+    several passes over the 64 MB weight. Parameters that were never trainable (``weight_g``
+    with ``norm_last_layer``) are left alone. Not used under DDP, whose reducer expects the
+    same parameters to get gradients at every step; there the official cancel is used.
+    """
+
+    def __init__(self, model: nn.Module, freeze_last_layer: int) -> None:
+        self.params = [p for name, p in model.named_parameters()
+                       if "last_layer" in name and p.requires_grad]
+        self.freeze_last_layer = freeze_last_layer
+
+    def set_epoch(self, epoch: int) -> None:
+        trainable = epoch >= self.freeze_last_layer
+        for p in self.params:
+            p.requires_grad_(trainable)
+
+
 @torch.no_grad()
 def ema_update(teacher: list[torch.Tensor], student: list[torch.Tensor], momentum: float) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, over all tensors in 2 kernels."""

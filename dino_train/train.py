@@ -23,6 +23,7 @@ import torch.nn as nn
 
 from . import distributed as D
 from .archs import Arch, resolve_arch
+from .cpu_tuning import keep_freed_memory
 from .data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDataset,
                    build_loader, scan_folder, steps_per_epoch)
 from .errors import UserError
@@ -30,14 +31,15 @@ from .logging_utils import IntervalMeter, JsonlLog, plot_training
 from .loss import DINOLoss
 from .models import DINOHead
 from .multicrop import MultiCropWrapper
-from .optim import (OPTIMIZERS, build_optimizer, cancel_last_layer_grads, clip_gradients,
-                    ema_update, params_groups)
+from .optim import (OPTIMIZERS, LastLayerFreeze, build_optimizer, cancel_last_layer_grads,
+                    clip_gradients, ema_update, params_groups)
 from .safe_load import load_pickle_checkpoint
 from .schedules import Schedules, build_schedules
 from .train_checkpoint import (FORMAT_VERSION, TOOLKIT_KEY, atomic_save, atomic_write_text,
                                rng_state, set_rng_state, with_prefix, without_prefix)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CPU_WORKER_NICENESS = 19   # data workers yield the cores to the training threads on CPU
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -197,6 +199,7 @@ class Networks:
     teacher: MultiCropWrapper
     student_params: list[torch.Tensor] = field(default_factory=list)
     teacher_params: list[torch.Tensor] = field(default_factory=list)
+    last_layer_freeze: LastLayerFreeze | None = None  # None under DDP: gradients cancelled
 
 
 def build_networks(cfg: TrainConfig, rt: Runtime) -> Networks:
@@ -211,6 +214,11 @@ def build_networks(cfg: TrainConfig, rt: Runtime) -> Networks:
     teacher = MultiCropWrapper(arch.build(img_size=img_size, **extra),
                                DINOHead(arch.family.embed_dim, cfg.out_dim, cfg.use_bn_in_head))
     student.head_fp32 = teacher.head_fp32 = rt.precision == "bf16"
+    if rt.device.type == "cpu" and rt.precision == "bf16":
+        # Batched products instead of the flash kernel, which is slower on CPU in bf16
+        # (see models.vision_transformer.Attention).
+        student.backbone.set_fused_attention(False)
+        teacher.backbone.set_fused_attention(False)
     student, teacher = student.to(rt.device), teacher.to(rt.device)
     if rt.dist.enabled and cfg.use_bn_in_head:
         student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
@@ -227,8 +235,9 @@ def build_networks(cfg: TrainConfig, rt: Runtime) -> Networks:
     if rt.dist.enabled:
         ids = [rt.device.index] if rt.device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(student, device_ids=ids)
+    freeze = None if rt.dist.enabled else LastLayerFreeze(student, cfg.freeze_last_layer)
     return Networks(wrapped, student, teacher, list(student.parameters()),
-                    list(teacher.parameters()))
+                    list(teacher.parameters()), freeze)
 
 
 def build_loss(cfg: TrainConfig, rt: Runtime) -> DINOLoss:
@@ -286,7 +295,8 @@ def build_trainer(cfg: TrainConfig, rt: Runtime) -> Trainer:
     sampler = EpochSampler(dataset, rt.dist.world_size, rt.dist.rank, cfg.seed,
                            cfg.batch_size_per_gpu)
     loader = build_loader(dataset, sampler, cfg.batch_size_per_gpu, cfg.num_workers,
-                          pin_memory=rt.device.type == "cuda")
+                          pin_memory=rt.device.type == "cuda",
+                          worker_niceness=CPU_WORKER_NICENESS if rt.device.type == "cpu" else 0)
     nets = build_networks(cfg, rt)
     optimizer = build_optimizer(cfg.optimizer, params_groups(nets.student),
                                 fused=fused_optimizer_available(rt.device))
@@ -346,6 +356,8 @@ def train_step(t: Trainer, crops: list[torch.Tensor]) -> float:
     it, epoch = t.state.step, t.state.epoch
     set_schedules(t.optimizer, t.schedules, it)
     crops = [c.to(t.rt.device, non_blocking=True) for c in crops]
+    if t.nets.last_layer_freeze is not None:
+        t.nets.last_layer_freeze.set_epoch(epoch)
     loss = forward_loss(t, crops, epoch)
     value = loss.item()  # a device sync, as in the official loop: needed for the NaN check
     if not math.isfinite(value):
@@ -559,6 +571,8 @@ def train(cfg: TrainConfig) -> RunSummary:
     """Run (or resume) a DINO training as configured; returns how far it got."""
     cfg.validate()
     device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     rt = Runtime(device, resolve_precision(cfg.precision, device),
                  D.init_distributed(device.type, cfg.dist_url))
     try:
