@@ -12,11 +12,14 @@ batch 16, out_dim 65536, stochastic depth off so that both compute the same func
   ``train_one_epoch``), fp32 eager; otherwise an in-repo stand-in written the same way
   (unfused attention, pairwise loss loop, per-parameter EMA);
 * ours, step for step after the baseline (interleaved, so a shared CPU's load hits both):
-  ``dino_train.train.train_step`` (bf16 autocast, fused attention, fused AdamW, fused
-  clipping and EMA, optionally ``torch.compile``), fed by the real ``DataLoader`` so that the
-  share of the step spent waiting for data is measured too.
+  ``dino_train.train.train_step`` (bf16 autocast, batched-product attention on CPU, fused
+  AdamW, fused clipping and EMA, optionally ``torch.compile``).
 
-Both start from the same weights; the losses of the first steps are compared.
+Both start from the same weights and get the same batches, made before timing starts, so the
+speed-up compares training steps. Data loading is measured on its own afterwards: the CPU time
+that making one batch costs (what the loader's worker takes from the training threads), the
+share of a step spent waiting for the real ``DataLoader`` (1 worker), and our images/s when fed
+by it. The losses of the first steps are compared.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dino_train.cpu_tuning import keep_freed_memory
 from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
 from dino_train.train import Runtime, TrainConfig, build_trainer, train_step
 from dino_train import distributed as D
@@ -211,20 +215,13 @@ class _LoopUtils:
 
 # -- measurement --------------------------------------------------------------------------------
 def interleaved(baseline, trainer, batches, warmup: int) -> dict[str, list[float]]:
-    """Baseline step i, then our step i, alternately: on a shared CPU, both see the same load.
-
-    Our step takes its batch from the real loader (same crops as ``batches``); its worker
-    prefetches during the baseline step, so the data share is measured apart (``data_share``).
-    """
+    """Baseline step i, then our step i, alternately: on a shared CPU, both see the same load."""
     r: dict[str, list[float]] = {"base_loss": [], "our_loss": [], "base_t": [], "our_t": []}
-    trainer.sampler.set_epoch(0)
-    loader = iter(trainer.loader)
     for i, images in enumerate(batches):
         t0 = time.perf_counter()
         r["base_loss"].append(baseline(images, i))
         t1 = time.perf_counter()
-        crops, _ = next(loader)
-        r["our_loss"].append(train_step(trainer, crops))
+        r["our_loss"].append(train_step(trainer, images))
         trainer.state.step += 1
         t2 = time.perf_counter()
         if i >= warmup:
@@ -233,10 +230,23 @@ def interleaved(baseline, trainer, batches, warmup: int) -> dict[str, list[float
     return r
 
 
-def data_share(trainer, steps: int) -> float:
-    """Share of consecutive steps (fresh loader, next epoch) spent waiting for batches."""
+def batch_cpu_seconds(cfg: TrainConfig, n: int = 2) -> float:
+    """CPU seconds that decoding and augmenting one batch costs on one thread (as in a worker)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.process_time()
+        fixed_batches(cfg, n)
+        return (time.process_time() - t0) / n
+    finally:
+        torch.set_num_threads(threads)
+
+
+def from_loader(trainer, steps: int) -> dict[str, float]:
+    """Consecutive steps fed by the real DataLoader (next epoch, so new crops): the share of the
+    time spent waiting for batches, and the step time."""
     trainer.sampler.set_epoch(1)
-    waits, total = 0.0, 0.0
+    waits, total, n = 0.0, 0.0, 0
     last = time.perf_counter()
     for i, (crops, _) in enumerate(trainer.loader):
         wait = time.perf_counter() - last
@@ -244,15 +254,17 @@ def data_share(trainer, steps: int) -> float:
         trainer.state.step += 1
         now = time.perf_counter()
         if i > 0:  # the first batch includes starting the worker process
-            waits, total = waits + wait, total + (now - last)
+            waits, total, n = waits + wait, total + (now - last), n + 1
         last = now
         if i == steps:
             break
-    return waits / total
+    return {"wait_share": waits / total, "step_s": total / n}
 
 
 def main() -> None:
     args = parse_args()
+    if args.device == "cpu":
+        keep_freed_memory()  # as dino-train does; in-process, so the baseline gets it too
     torch.manual_seed(0)
     data = Path(args.data) if args.data else synthetic_images(4 * args.batch)
     out = Path(tempfile.mkdtemp(prefix="bench_train_out_"))
@@ -270,10 +282,12 @@ def main() -> None:
             "official-style stand-in (no --official-repo), fp32 eager"
     r = interleaved(baseline, trainer, batches, args.warmup)
     del baseline
-    report(args, name, r, data_share(trainer, 3))
+    data = from_loader(trainer, 4)
+    data["batch_cpu_s"] = batch_cpu_seconds(cfg)
+    report(args, name, r, data)
 
 
-def report(args, name, r: dict[str, list[float]], share: float) -> None:
+def report(args, name, r: dict[str, list[float]], data: dict[str, float]) -> None:
     base_losses, base_times, our_losses, our_times = \
         r["base_loss"], r["base_t"], r["our_loss"], r["our_t"]
     b_ips = args.batch / np.median(base_times)
@@ -293,15 +307,22 @@ def report(args, name, r: dict[str, list[float]], share: float) -> None:
     print(f"baseline: {name}")
     print(f"  {b_ips:7.2f} images/s  (median {np.median(base_times):.2f} s/step, min "
           f"{np.min(base_times):.2f}, steps {' '.join(f'{t:.2f}' for t in base_times)})")
-    ours = f"dino-train {args.precision}, fused attention/AdamW/clip/EMA" + \
+    attention = "batched-product" if args.device == "cpu" and args.precision == "bf16" else "fused"
+    ours = f"dino-train {args.precision}, {attention} attention, fused AdamW/clip/EMA" + \
         (", torch.compile" if args.compile else ", eager")
-    print(f"ours: {ours}, real DataLoader ({args.num_workers} worker)")
+    print(f"ours: {ours}, same batches")
     print(f"  {o_ips:7.2f} images/s  (median {np.median(our_times):.2f} s/step, min "
           f"{np.min(our_times):.2f}, steps {' '.join(f'{t:.2f}' for t in our_times)})")
     print(f"speed-up: {o_ips / b_ips:.2f}x (medians), {np.min(base_times) / np.min(our_times):.2f}x "
           f"(fastest steps); steps interleaved baseline/ours, load average {os.getloadavg()[0]:.2f}")
-    print(f"data loading: {100 * share:.1f}% of our step time (waiting for the next batch, "
-          f"3 consecutive steps)")
+    cores = os.cpu_count() or 1
+    our_step = float(np.median(our_times))
+    print(f"data loading: one batch costs {data['batch_cpu_s']:.2f} CPU s (decode + augment, 1 "
+          f"thread) = {100 * data['batch_cpu_s'] / (cores * our_step):.1f}% of the CPU time of "
+          f"one of our steps ({cores} cores x {our_step:.2f} s)")
+    print(f"  fed by the real DataLoader ({args.num_workers} worker, 4 consecutive steps): "
+          f"{args.batch / data['step_s']:.2f} images/s ({data['step_s']:.2f} s/step), "
+          f"{100 * data['wait_share']:.1f}% of the time waiting for a batch")
     rel = [abs(a - b) / abs(b) for a, b in zip(our_losses, base_losses)]
     print("loss per step (baseline / ours / rel. diff):")
     for i, (a, b, r) in enumerate(zip(base_losses, our_losses, rel)):
