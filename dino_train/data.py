@@ -114,7 +114,8 @@ def load_rgb(sample: Sample) -> Image.Image:
 
 # -- augmentation -------------------------------------------------------------------------------
 class GaussianBlur:
-    """PIL Gaussian blur with probability ``p`` and radius uniform in [0.1, 2] (official)."""
+    """PIL Gaussian blur with probability ``p`` and radius uniform in [min, max] (official:
+    [0.1, 2] pixels)."""
 
     def __init__(self, p: float, radius_min: float = 0.1, radius_max: float = 2.0) -> None:
         self.p, self.radius_min, self.radius_max = p, radius_min, radius_max
@@ -175,13 +176,21 @@ class MultiCropAugmentation:
             return transforms.RandomResizedCrop(
                 size, scale=tuple(scale), interpolation=transforms.InterpolationMode.BICUBIC)
 
+        # The official blur radii (0.1-2 px) are meant for 224-px global crops; with smaller
+        # crops (e.g. 32 px for CIFAR) the same radius in pixels erases most of the image, so
+        # the radii scale with the global crop size (identical to the official at 224).
+        r = cfg.global_crop_size / 224
+
+        def blur(p: float) -> GaussianBlur:
+            return GaussianBlur(p, 0.1 * r, 2.0 * r)
+
         self.global1 = transforms.Compose([crop(cfg.global_crop_size, cfg.global_crops_scale),
-                                           flip_and_jitter, GaussianBlur(1.0), normalize])
+                                           flip_and_jitter, blur(1.0), normalize])
         self.global2 = transforms.Compose([crop(cfg.global_crop_size, cfg.global_crops_scale),
-                                           flip_and_jitter, GaussianBlur(0.1), Solarization(0.2),
+                                           flip_and_jitter, blur(0.1), Solarization(0.2),
                                            normalize])
         self.local = transforms.Compose([crop(cfg.local_crop_size, cfg.local_crops_scale),
-                                         flip_and_jitter, GaussianBlur(0.5), normalize])
+                                         flip_and_jitter, blur(0.5), normalize])
 
     def __call__(self, img: Image.Image) -> list[torch.Tensor]:
         crops = [self.global1(img), self.global2(img)]

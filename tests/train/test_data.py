@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from dino_train.data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDataset,
-                             scan_folder, steps_per_epoch)
+from dino_train.data import (CropConfig, EpochSampler, GaussianBlur, MultiCropAugmentation,
+                             MultiCropDataset, scan_folder, steps_per_epoch)
 from dino_train.errors import UserError
 
 from .conftest import write_images
@@ -96,3 +96,18 @@ def test_sampler_splits_between_processes_and_resumes_mid_epoch():
     ranks[0].start_batch = 1
     assert list(ranks[0]) == parts[0][2:] and len(ranks[0]) == 3
     assert steps_per_epoch(10, batch_size=2, world_size=2) == 2
+
+
+def _blurs(aug):
+    return {name: [t for t in getattr(aug, name).transforms if isinstance(t, GaussianBlur)][0]
+            for name in ("global1", "global2", "local")}
+
+
+def test_official_blur_at_224_and_scaled_with_smaller_crops():
+    official = _blurs(MultiCropAugmentation(CropConfig()))
+    assert {n: (b.p, b.radius_min, b.radius_max) for n, b in official.items()} == {
+        "global1": (1.0, 0.1, 2.0), "global2": (0.1, 0.1, 2.0), "local": (0.5, 0.1, 2.0)}
+    small = _blurs(MultiCropAugmentation(CropConfig(global_crop_size=32, local_crop_size=16)))
+    for name, b in small.items():
+        assert b.p == official[name].p
+        assert (b.radius_min, b.radius_max) == pytest.approx((0.1 * 32 / 224, 2.0 * 32 / 224))
