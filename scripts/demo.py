@@ -96,6 +96,8 @@ def training_photos(tmp: Path) -> tuple[Path, str]:
                  "hubble_deep_field", "retina", "immunohistochemistry", "cat"):
         if hasattr(skimage.data, name):
             img = np.asarray(getattr(skimage.data, name)())
+            if img.dtype != np.uint8:  # e.g. "horse" is a boolean mask, some are 16-bit
+                img = (img.astype(np.float64) * (255 / max(float(img.max()), 1.0))).astype(np.uint8)
             if img.ndim == 2:
                 img = np.stack([img] * 3, -1)
             cv2.imwrite(str(dest / f"{name}.png"), cv2.cvtColor(img[..., :3], cv2.COLOR_RGB2BGR))

@@ -23,3 +23,21 @@ def test_demo_writes_every_output(tmp_path):
     assert len(np.load(out / "embeddings.npy")["cls"]) == 12
     assert len(list((out / "masks").glob("*.png"))) == 12
     assert (out / "attention.mp4").stat().st_size > 0 and (out / "retrieval.png").exists()
+
+
+def test_demo_photos_without_shared_data(tmp_path, monkeypatch):
+    """Away from ../shared/data the demo trains on scikit-image's bundled photos; some of them
+    are not 8-bit RGB (``horse`` is a boolean mask) and must still be written as photos."""
+    import cv2
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import demo
+    finally:
+        sys.path.pop(0)
+    monkeypatch.setattr(demo, "SHARED", tmp_path / "no-shared-data")
+    folder, origin = demo.training_photos(tmp_path)
+    photos = sorted(folder.iterdir())
+    assert "scikit-image" in origin and len(photos) >= 5
+    for path in photos:
+        img = cv2.imread(str(path))
+        assert img is not None and img.dtype == np.uint8 and img.ndim == 3 and img.max() > 0
