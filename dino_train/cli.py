@@ -213,12 +213,22 @@ def _run(command: click.Command, args: list[str] | None = None) -> int:
         click.echo(f"error: {e}", err=True)
         return 1
     except UserError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {user_message(e)}", err=True)
         return 2
     except KeyboardInterrupt:
         click.echo("interrupted; run the same command again to resume", err=True)
         return 130
     return 0
+
+
+def user_message(e: UserError) -> str:
+    """The reason alone: a ``UserError`` raised in a DataLoader worker comes back with the
+    worker's traceback in its message, whose last line is the original reason."""
+    text = str(e)
+    if "Original Traceback" in text:
+        last = text.rstrip().splitlines()[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return text
 
 
 def main(args: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ from dino_train.cli import _run, config_values, eval_group, train_command
 from dino_train.safe_load import load_pickle_checkpoint
 from dino_train.train import TrainConfig
 
-from .conftest import TINY_ARGS, write_images
+from .conftest import TINY_ARGS, run_cli, write_images
 
 # The official README's ViT-S/8 command, extended with every other official argument.
 OFFICIAL_COMMAND = (
@@ -121,3 +121,18 @@ def test_nan_loss_stops_with_advice_and_keeps_last_checkpoint(capsys, tmp_path, 
     ckpt = load_pickle_checkpoint(out / "checkpoint.pth")
     assert ckpt["dino_edge"]["step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["teacher"].values())
+
+
+def test_folder_of_only_corrupt_files_is_one_line_with_workers(tmp_path):
+    """The reason is raised in a DataLoader worker; the user still gets one line."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jpg").write_bytes(b"not a jpeg at all")
+    proc = run_cli(["--data-path", str(data), "--output-dir", str(tmp_path / "out"),
+                    "--arch", "vit_tiny", "--depth", "1", "--batch-size-per-gpu", "1",
+                    "--num-workers", "1", "--max-steps", "1", "--no-progress"])
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: no readable image in the dataset"]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "checkpoint.pth").exists()
