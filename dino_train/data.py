@@ -146,6 +146,10 @@ class CropConfig:
     global_crop_size: int = 224
     local_crop_size: int = 96
     random: bool = True  # False: deterministic resized views, for parity tests
+    # Colour-jitter strength: 1 is the official ColorJitter(0.4, 0.4, 0.2, 0.1). Small images
+    # such as CIFAR's carry less shape information, and k-NN on features trained with the
+    # official strength is dominated by image colour; 2 is SimCLR's CIFAR-strength distortion.
+    color_jitter: float = 1.0
 
     @property
     def ncrops(self) -> int:
@@ -166,9 +170,11 @@ class MultiCropAugmentation:
                 [transforms.Resize((g, g), resize), normalize])
             self.local = transforms.Compose([transforms.Resize((loc, loc), resize), normalize])
             return
+        cj = cfg.color_jitter
         flip_and_jitter = transforms.Compose([
             transforms.RandomHorizontalFlip(p=0.5),
-            transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+            transforms.RandomApply([transforms.ColorJitter(
+                0.4 * cj, 0.4 * cj, 0.2 * cj, min(0.1 * cj, 0.5))], p=0.8),
             transforms.RandomGrayscale(p=0.2),
         ])
 

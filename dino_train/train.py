@@ -90,6 +90,7 @@ class TrainConfig:
     local_crop_size: int = 96
     depth: int | None = None       # None: the architecture's depth
     video_stride: int = 15
+    color_jitter: float = 1.0      # colour-jitter strength (1: official)
     random_crops: bool = True      # False: deterministic views (parity and DDP tests)
     knn_train_data: str | None = None
     knn_val_data: str | None = None
@@ -134,7 +135,7 @@ class TrainConfig:
     def crops(self) -> CropConfig:
         return CropConfig(tuple(self.global_crops_scale), tuple(self.local_crops_scale),
                           self.local_crops_number, self.global_crop_size, self.local_crop_size,
-                          self.random_crops)
+                          self.random_crops, self.color_jitter)
 
     def official_args(self) -> argparse.Namespace:
         """The ``args`` entry of the checkpoint, with the official names and plain values."""

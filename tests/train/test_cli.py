@@ -50,6 +50,12 @@ def test_dashed_names_and_official_defaults():
     assert {k: getattr(cfg, k) for k in official_defaults} == official_defaults
     assert _config(["--data-path", "/d"]).batch_size_per_gpu == 64
     assert cfg.resume is True and cfg.precision == "auto"
+    assert cfg.color_jitter == 1.0 and cfg.crops().color_jitter == 1.0
+
+
+def test_colour_jitter_strength_reaches_the_crops():
+    cfg = _config(["--data-path", "/d", "--color-jitter", "2"])
+    assert cfg.crops().color_jitter == 2.0
 
 
 def _one_line_error(capsys, command, args) -> str:
@@ -74,6 +80,7 @@ def _one_line_error(capsys, command, args) -> str:
     (["--data_path", "{empty}"], "no images or videos found"),
     (["--data_path", "{images}", "--device", "cuda"], "no CUDA device"),
     (["--data_path", "{images}", "--warmup_epochs", "50"], "--warmup-epochs"),
+    (["--data_path", "{images}", "--color-jitter", "-1"], "--color-jitter"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
     if "cuda" in args:

@@ -111,3 +111,29 @@ def test_official_blur_at_224_and_scaled_with_smaller_crops():
     for name, b in small.items():
         assert b.p == official[name].p
         assert (b.radius_min, b.radius_max) == pytest.approx((0.1 * 32 / 224, 2.0 * 32 / 224))
+
+
+def _jitters(aug):
+    from torchvision import transforms
+    found = []
+    for name in ("global1", "global2", "local"):
+        for t in getattr(aug, name).transforms:
+            if isinstance(t, transforms.Compose):  # flip_and_jitter
+                for u in t.transforms:
+                    if isinstance(u, transforms.RandomApply):
+                        found.append((u.p, u.transforms[0]))
+    assert len(found) == 3
+    return found
+
+
+def _ranges(jitter):
+    return [v for r in (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) for v in r]
+
+
+def test_colour_jitter_is_official_by_default_and_scales_with_its_strength():
+    for p, jitter in _jitters(MultiCropAugmentation(CropConfig())):
+        assert p == 0.8
+        assert _ranges(jitter) == pytest.approx([0.6, 1.4, 0.6, 1.4, 0.8, 1.2, -0.1, 0.1])
+    for p, jitter in _jitters(MultiCropAugmentation(CropConfig(color_jitter=2.0))):
+        assert p == 0.8
+        assert _ranges(jitter) == pytest.approx([0.2, 1.8, 0.2, 1.8, 0.6, 1.4, -0.2, 0.2])
