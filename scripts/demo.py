@@ -137,7 +137,8 @@ def stage_weights(demo: Demo, tmp: Path) -> str:
     batch = min(32, len(list(photos.iterdir())))  # the fallback has only ~10 photos
     cmd = [str(BIN / "dino-train"), "--arch", "vit_t16", "--data-path", str(photos),
            "--output-dir", str(train_dir), "--epochs", "15", "--warmup-epochs", "2",
-           "--batch-size-per-gpu", str(batch), "--global-crop-size", "128", "--local-crop-size", "64",
+           "--batch-size-per-gpu", str(batch), "--global-crop-size", "128",
+           "--local-crop-size", "64",
            "--local-crops-number", "4", "--out-dim", "4096", "--num-workers", "1",
            "--no-resume", "--no-progress", "--max-minutes", str(demo.train_minutes)]
     took = demo.timed("train", cmd, f"dino-train vit_t16 on {origin}", "train.log")

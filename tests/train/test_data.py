@@ -127,7 +127,8 @@ def _jitters(aug):
 
 
 def _ranges(jitter):
-    return [v for r in (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue) for v in r]
+    ranges = (jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue)
+    return [v for r in ranges for v in r]
 
 
 def test_colour_jitter_is_official_by_default_and_scales_with_its_strength():

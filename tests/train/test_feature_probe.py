@@ -23,7 +23,8 @@ def test_r2_is_one_for_a_linear_code_and_near_zero_for_an_unrelated_one():
 
 def test_effective_rank_counts_the_directions_that_carry_variance():
     g = torch.Generator().manual_seed(0)
-    three = torch.randn(500, 3, generator=g) @ torch.linalg.qr(torch.randn(64, 64, generator=g))[0][:3]
+    basis = torch.linalg.qr(torch.randn(64, 64, generator=g))[0][:3]
+    three = torch.randn(500, 3, generator=g) @ basis
     assert abs(probe.effective_rank(three) - 3) < 0.3
     assert probe.effective_rank(torch.randn(5000, 64, generator=g)) > 60
 
