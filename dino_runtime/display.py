@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import re
+import socket
 import sys
 
 import cv2
@@ -13,11 +15,38 @@ QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 = Esc
 
 
 def check_display_available() -> None:
-    """One-line error before any work when no window can be opened (Linux without X/Wayland)."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY")
-                                                 or os.environ.get("WAYLAND_DISPLAY")):
+    """One-line error before any work when no window can be opened.
+
+    On Linux: DISPLAY (or WAYLAND_DISPLAY) must be set, and a local X display (``:N``) must
+    accept a connection; otherwise Qt would abort the process later with a page of plugin errors.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    display = os.environ.get("DISPLAY", "")
+    if not display and not os.environ.get("WAYLAND_DISPLAY"):
         raise OutputError("no display to open a window on (DISPLAY is not set); "
                           "run with --no-display, and --save OUT.mp4 to keep the result")
+    local = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display)
+    if local and not _x_server_listening(int(local.group(1))):
+        raise OutputError(f"cannot connect to the X display {display} (no server is listening); "
+                          "check DISPLAY, or run with --no-display and --save OUT.mp4")
+
+
+def _x_server_listening(number: int) -> bool:
+    """Whether a local X server accepts connections on display ``:number``.
+
+    X servers on Linux listen on the abstract socket and on the file socket of the same name.
+    """
+    path = f"/tmp/.X11-unix/X{number}"
+    for address in ("\0" + path, path):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(2)
+            try:
+                sock.connect(address)
+                return True
+            except OSError:
+                continue
+    return False
 
 
 class Display:

@@ -110,6 +110,16 @@ def test_window_needs_a_display(tiny_onnx, video_60, monkeypatch):
                           "run with --no-display")
 
 
+
+def test_window_needs_a_listening_x_server(tiny_onnx, video_60, monkeypatch):
+    """DISPLAY names a display no server serves: one line, not Qt's abort with plugin errors."""
+    from dino_runtime.display import _x_server_listening
+    number = next(n for n in range(4000, 4100) if not _x_server_listening(n))
+    monkeypatch.setenv("DISPLAY", f":{number}")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, _, err = run_cli("--model", tiny_onnx, "--source", video_60)
+    assert_one_line_error(code, err, f"cannot connect to the X display :{number}")
+
 def test_sigint_finalises_video_and_embeddings(tiny_onnx, tmp_path):
     video = write_video(tmp_path / "long.mp4", 3000)
     out, emb = tmp_path / "out.mp4", tmp_path / "cls.npy"

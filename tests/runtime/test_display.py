@@ -7,6 +7,7 @@ screenshot tool is needed.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import struct
 import subprocess
@@ -45,20 +46,36 @@ def read_xwd(path: Path) -> np.ndarray:
 
 @pytest.fixture
 def xvfb(tmp_path):
-    """A virtual screen; yields (DISPLAY, framebuffer file)."""
-    display = f":{90 + os.getpid() % 400}"
+    """A virtual screen; yields (DISPLAY, framebuffer file).
+
+    Xvfb picks a free display number itself and writes it to ``-displayfd`` once it accepts
+    connections, so neither a stale socket of an earlier server nor a number taken by a parallel
+    run can hand the test a display that is not (yet) there. ``-noreset``: by default the server
+    resets when its last client leaves (here: the first ``xdotool search``), and a reset writes
+    the number again; the pipe stays open until the end all the same.
+    """
     fbdir = tmp_path / "fb"
     fbdir.mkdir()
-    server = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24", "-fbdir",
-                               str(fbdir), "-nolisten", "tcp"], stderr=subprocess.DEVNULL)
-    socket = Path(f"/tmp/.X11-unix/X{display[1:]}")
-    deadline = time.time() + 10
-    while not socket.exists() and time.time() < deadline:
-        time.sleep(0.05)
-    assert socket.exists(), "Xvfb did not start"
-    yield display, fbdir / "Xvfb_screen0"
-    server.terminate()
-    server.wait(10)
+    log = tmp_path / "xvfb.log"
+    read_end, write_end = os.pipe()
+    with open(log, "wb") as stderr:
+        server = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-noreset", "-screen", "0",
+                                   "640x480x24", "-fbdir", str(fbdir), "-nolisten", "tcp"],
+                                  pass_fds=(write_end,), stderr=stderr)
+    os.close(write_end)
+    try:
+        ready, _, _ = select.select([read_end], [], [], 20)
+        number = os.read(read_end, 16).decode().strip() if ready else ""
+        if not number.isdigit():
+            server.kill()
+            server.wait(10)
+            pytest.fail(f"Xvfb did not start (exit code {server.returncode}): {log.read_text()}")
+        yield f":{number}", fbdir / "Xvfb_screen0"
+        assert server.poll() is None, f"Xvfb died during the test: {log.read_text()}"
+    finally:
+        server.terminate()
+        server.wait(10)
+        os.close(read_end)
 
 
 def xdotool(display: str, *args: str) -> str:
