@@ -146,9 +146,9 @@ class CropConfig:
     global_crop_size: int = 224
     local_crop_size: int = 96
     random: bool = True  # False: deterministic resized views, for parity tests
-    # Colour-jitter strength: 1 is the official ColorJitter(0.4, 0.4, 0.2, 0.1). Small images
-    # such as CIFAR's carry less shape information, and k-NN on features trained with the
-    # official strength is dominated by image colour; 2 is SimCLR's CIFAR-strength distortion.
+    # Colour-jitter strength: 1 is the official ColorJitter(0.4, 0.4, 0.2, 0.1); 2 is close to
+    # SimCLR's CIFAR-strength distortion. On CIFAR-10 in 30 CPU minutes it gave the same k-NN
+    # as 1 (BENCHMARKS.md, runs I and J).
     color_jitter: float = 1.0
 
     @property
