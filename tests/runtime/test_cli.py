@@ -120,6 +120,15 @@ def test_window_needs_a_listening_x_server(tiny_onnx, video_60, monkeypatch):
     code, _, err = run_cli("--model", tiny_onnx, "--source", video_60)
     assert_one_line_error(code, err, f"cannot connect to the X display :{number}")
 
+
+def test_window_needs_an_x_display_name(tiny_onnx, video_60, monkeypatch):
+    """A DISPLAY that is not [host]:N[.screen] (a typo) is named, not left to Qt's abort."""
+    monkeypatch.setenv("DISPLAY", ":abc")
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    code, _, err = run_cli("--model", tiny_onnx, "--source", video_60)
+    assert_one_line_error(code, err, "DISPLAY=':abc' is not an X display name")
+
+
 def test_sigint_finalises_video_and_embeddings(tiny_onnx, tmp_path):
     video = write_video(tmp_path / "long.mp4", 3000)
     out, emb = tmp_path / "out.mp4", tmp_path / "cls.npy"
