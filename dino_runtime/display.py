@@ -26,12 +26,14 @@ def check_display_available() -> None:
     if not display and not os.environ.get("WAYLAND_DISPLAY"):
         raise OutputError("no display to open a window on (DISPLAY is not set); "
                           "run with --no-display, and --save OUT.mp4 to keep the result")
-    if display and not re.search(r":\d+(?:\.\d+)?$", display):
-        # An X display name is [host]:N[.screen]; anything else makes Qt abort later.
+    if not display:
+        return  # Wayland only
+    # An X display name is [host]:N[.screen]; anything else makes Qt abort later.
+    name = re.fullmatch(r"(.*?):(\d+)(?:\.\d+)?", display)
+    if name is None:
         raise OutputError(f"DISPLAY={display!r} is not an X display name (expected :N or host:N); "
                           "fix DISPLAY, or run with --no-display and --save OUT.mp4")
-    local = re.fullmatch(r"(?:unix)?:(\d+)(?:\.\d+)?", display)
-    if local and not _x_server_listening(int(local.group(1))):
+    if name.group(1) in ("", "unix") and not _x_server_listening(int(name.group(2))):
         raise OutputError(f"cannot connect to the X display {display} (no server is listening); "
                           "check DISPLAY, or run with --no-display and --save OUT.mp4")
 
