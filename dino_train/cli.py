@@ -95,6 +95,13 @@ def official_options(f: Callable) -> Callable:
               help="colour-jitter strength: 1 is the official (0.4, 0.4, 0.2, 0.1); 2 is "
                    "close to SimCLR's CIFAR strength (no k-NN gain measured on CIFAR-10 in 30 "
                    "CPU minutes: BENCHMARKS.md)")
+@click.option("--centering", type=click.Choice(["center", "sinkhorn_knopp"]), default="center",
+              show_default=True,
+              help="teacher normalisation: the official running centre, or DINOv2's "
+                   "Sinkhorn-Knopp")
+@click.option("--koleo-loss-weight", type=click.FloatRange(min=0), default=0.0,
+              show_default=True,
+              help="weight of DINOv2's KoLeo term on the student [CLS] features (DINOv2: 0.1)")
 @click.option("--depth", type=int, default=None, help="number of blocks [default: the arch's]")
 @click.option("--video-stride", type=int, default=15, show_default=True,
               help="use every Nth frame of the videos in the data folder")

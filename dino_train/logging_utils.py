@@ -16,20 +16,27 @@ class IntervalMeter:
     images: int = 0
     loss_sum: float = 0.0
     data_time: float = 0.0
+    koleo_sum: float | None = None
     started: float = field(default_factory=time.perf_counter)
 
-    def update(self, loss: float, images: int, data_time: float) -> None:
+    def update(self, loss: float, images: int, data_time: float,
+               koleo: float | None = None) -> None:
         self.steps += 1
         self.images += images
         self.loss_sum += loss
         self.data_time += data_time
+        if koleo is not None:
+            self.koleo_sum = (self.koleo_sum or 0.0) + koleo
 
     def summary(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        return {"loss": self.loss_sum / max(self.steps, 1),
-                "images_per_s": self.images / elapsed,
-                "data_time_s": self.data_time / max(self.steps, 1),
-                "data_share": self.data_time / elapsed}
+        out = {"loss": self.loss_sum / max(self.steps, 1),
+               "images_per_s": self.images / elapsed,
+               "data_time_s": self.data_time / max(self.steps, 1),
+               "data_share": self.data_time / elapsed}
+        if self.koleo_sum is not None:
+            out["koleo"] = self.koleo_sum / max(self.steps, 1)
+        return out
 
 
 class JsonlLog:

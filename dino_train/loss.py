@@ -2,6 +2,10 @@
 
 Same signature, buffer (``center``) and numerics as ``DINOLoss`` in facebookresearch/dino
 ``main_dino.py``; the pairwise loop is replaced by one reduction (see ``forward``).
+
+Two options from DINOv2 (Oquab et al. 2023, section 4), off by default: Sinkhorn-Knopp
+normalisation of the teacher instead of the running centre (``centering="sinkhorn_knopp"``), and
+the KoLeo spreading term on the student's [CLS] features (:func:`koleo_loss`).
 """
 from __future__ import annotations
 
@@ -13,15 +17,76 @@ import torch.nn.functional as F
 from .schedules import teacher_temp_schedule
 
 
+CENTERINGS = ("center", "sinkhorn_knopp")
+
+
+def _world_size() -> int:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _all_reduce(x: torch.Tensor) -> torch.Tensor:
+    if _world_size() > 1:
+        dist.all_reduce(x)
+    return x
+
+
+@torch.no_grad()
+def sinkhorn_knopp(teacher_output: torch.Tensor, temp: float, n_iterations: int = 3) -> torch.Tensor:
+    """Teacher targets (N, K) in which every prototype gets about the same mass over the batch.
+
+    exp(logits / temp) is alternately normalised so that every prototype receives 1/K of the
+    total mass and every sample 1/N (N summed over processes); 3 iterations, as DINOv2, leave the
+    prototype sums close to equal and each row of the result summing to 1. This replaces
+    centring: the targets can neither be uniform per sample nor all pick the same prototype.
+    """
+    logits = teacher_output.float() / temp
+    # A common shift cancels in the normalisations; it keeps exp() finite at low temperatures.
+    # It must be the same on every process: the max over all of them.
+    shift = logits.max().reshape(1)
+    if _world_size() > 1:
+        dist.all_reduce(shift, op=dist.ReduceOp.MAX)
+    q = torch.exp(logits - shift).t()  # (K, N)
+    n_prototypes = q.shape[0]
+    n_samples = q.shape[1] * _world_size()
+    q /= _all_reduce(q.sum().reshape(1))
+    for _ in range(n_iterations):
+        q /= _all_reduce(q.sum(dim=1, keepdim=True))
+        q /= n_prototypes
+        q /= q.sum(dim=0, keepdim=True)
+        q /= n_samples
+    return (q * n_samples).t()
+
+
+def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Kozachenko-Leonenko entropy estimate (DINOv2): -mean log distance to the nearest neighbour.
+
+    ``features`` (B, D) are L2-normalised first; minimising the result spreads them over the
+    sphere. Within this process's batch only, as DINOv2.
+    """
+    x = F.normalize(features.float(), dim=-1, eps=eps)
+    with torch.no_grad():
+        sim = x @ x.t()
+        sim.fill_diagonal_(-2.0)
+        nearest = sim.argmax(dim=1)
+    distance = (x - x[nearest]).norm(dim=-1)
+    return -torch.log(distance + eps).mean()
+
+
 class DINOLoss(nn.Module):
     """Self-distillation loss with a centred teacher and a warmed-up teacher temperature."""
 
     def __init__(self, out_dim: int, ncrops: int, warmup_teacher_temp: float,
                  teacher_temp: float, warmup_teacher_temp_epochs: int, nepochs: int,
-                 student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+                 student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "center") -> None:
         super().__init__()
         if ncrops < 2:
             raise ValueError(f"ncrops={ncrops}: DINO needs the 2 global crops at least")
+        if centering not in CENTERINGS:
+            raise ValueError(f"centering={centering!r}: choose one of {', '.join(CENTERINGS)}")
+        self.centering = centering
         self.student_temp = student_temp
         self.center_momentum = center_momentum
         self.ncrops = ncrops
@@ -42,24 +107,23 @@ class DINOLoss(nn.Module):
         log_p = F.log_softmax(student_output.float() / self.student_temp, dim=-1)
         log_p = log_p.view(self.ncrops, batch, -1)
         temp = float(self.teacher_temp_schedule[epoch])
-        q = F.softmax((teacher_output.float().detach() - self.center) / temp, dim=-1)
+        if self.centering == "sinkhorn_knopp":
+            q = sinkhorn_knopp(teacher_output.float().detach(), temp)
+        else:
+            q = F.softmax((teacher_output.float().detach() - self.center) / temp, dim=-1)
         q = q.view(n_global, batch, -1)
         # sum over v != iq of <q_iq, log p_v> = <q_iq, sum_v log p_v - log p_iq>: one pass over
         # the (B, K) logits instead of 2 * (ncrops - 1), and log_softmax once per crop.
         others = log_p.sum(dim=0, keepdim=True) - log_p[:n_global]
         n_terms = n_global * (self.ncrops - 1)
         loss = -(q * others).sum() / (batch * n_terms)
-        self.update_center(teacher_output)
+        if self.centering == "center":
+            self.update_center(teacher_output)
         return loss
 
     @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
         """EMA of the teacher's batch mean (2 * B, K), averaged over all processes."""
-        batch_center = teacher_output.float().sum(dim=0, keepdim=True)
-        world = 1
-        if dist.is_available() and dist.is_initialized():
-            world = dist.get_world_size()
-            if world > 1:
-                dist.all_reduce(batch_center)
-        batch_center = batch_center / (len(teacher_output) * world)
+        batch_center = _all_reduce(teacher_output.float().sum(dim=0, keepdim=True))
+        batch_center = batch_center / (len(teacher_output) * _world_size())
         self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))

@@ -23,15 +23,21 @@ class MultiCropWrapper(nn.Module):
         self.head = head
         self.head_fp32 = head_fp32
 
-    def forward(self, crops: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-        """Crops, each (B, 3, H_i, W_i) -> head outputs (len(crops) * B, out_dim), crop-major."""
+    def forward(self, crops: list[torch.Tensor] | torch.Tensor, return_features: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Crops, each (B, 3, H_i, W_i) -> head outputs (len(crops) * B, out_dim), crop-major.
+
+        ``return_features``: also return the backbone outputs (len(crops) * B, embed_dim).
+        """
         if isinstance(crops, torch.Tensor):
             crops = [crops]
         features = torch.cat([self.backbone(torch.cat(group)) for group in resolution_groups(crops)])
         if self.head_fp32:
             with torch.autocast(features.device.type, enabled=False):
-                return self.head(features.float())
-        return self.head(features)
+                out = self.head(features.float())
+        else:
+            out = self.head(features)
+        return (out, features) if return_features else out
 
 
 def resolution_groups(crops: list[torch.Tensor]) -> list[list[torch.Tensor]]:

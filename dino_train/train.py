@@ -28,7 +28,7 @@ from .data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDat
                    build_loader, scan_folder, steps_per_epoch)
 from .errors import UserError
 from .logging_utils import IntervalMeter, JsonlLog, plot_training
-from .loss import DINOLoss
+from .loss import CENTERINGS, DINOLoss, koleo_loss
 from .models import DINOHead
 from .multicrop import MultiCropWrapper
 from .optim import (OPTIMIZERS, LastLayerFreeze, build_optimizer, cancel_last_layer_grads,
@@ -91,6 +91,8 @@ class TrainConfig:
     depth: int | None = None       # None: the architecture's depth
     video_stride: int = 15
     color_jitter: float = 1.0      # colour-jitter strength (1: official)
+    centering: str = "center"      # teacher: official running centre, or DINOv2's sinkhorn_knopp
+    koleo_loss_weight: float = 0.0  # DINOv2's KoLeo term on the student [CLS] (0: official)
     random_crops: bool = True      # False: deterministic views (parity and DDP tests)
     knn_train_data: str | None = None
     knn_val_data: str | None = None
@@ -112,6 +114,9 @@ class TrainConfig:
             (0 <= self.warmup_teacher_temp_epochs <= self.epochs,
              "--warmup-teacher-temp-epochs must be in [0, epochs]"),
             (self.out_dim >= 1, "--out-dim must be at least 1"),
+            (self.centering in CENTERINGS, f"--centering {self.centering!r}: choose one of "
+                                           f"{', '.join(CENTERINGS)}"),
+            (self.koleo_loss_weight >= 0, "--koleo-loss-weight must be >= 0"),
             (self.local_crops_number >= 0, "--local-crops-number must be >= 0"),
             (self.max_steps is None or self.max_steps >= 0, "--max-steps must be >= 0"),
             (self.log_every >= 1, "--log-every must be at least 1"),
@@ -243,7 +248,8 @@ def build_networks(cfg: TrainConfig, rt: Runtime) -> Networks:
 
 def build_loss(cfg: TrainConfig, rt: Runtime) -> DINOLoss:
     return DINOLoss(cfg.out_dim, cfg.local_crops_number + 2, cfg.warmup_teacher_temp,
-                    cfg.teacher_temp, cfg.warmup_teacher_temp_epochs, cfg.epochs).to(rt.device)
+                    cfg.teacher_temp, cfg.warmup_teacher_temp_epochs, cfg.epochs,
+                    centering=cfg.centering).to(rt.device)
 
 
 def fused_optimizer_available(device: torch.device) -> bool:
@@ -276,6 +282,7 @@ class Trainer:
     sampler: EpochSampler
     skipped_at_scan: int
     state: TrainState = field(default_factory=TrainState)
+    last_koleo: float | None = None  # the last step's KoLeo term (unweighted), when it is on
 
     @property
     def out(self) -> Path:
@@ -324,12 +331,26 @@ def set_schedules(optimizer: torch.optim.Optimizer, schedules: Schedules, it: in
 
 
 def forward_loss(t: Trainer, crops: list[torch.Tensor], epoch: int) -> torch.Tensor:
-    """Teacher on the 2 global crops, student on all crops, DINO loss (fp32 scalar)."""
+    """Teacher on the 2 global crops, student on all crops, DINO loss (fp32 scalar).
+
+    With ``--koleo-loss-weight`` w > 0, plus w times the KoLeo term of the student's [CLS]
+    features, per global crop (DINOv2).
+    """
+    weight = t.cfg.koleo_loss_weight
     with t.rt.autocast():
         with torch.no_grad():
             teacher_out = t.nets.teacher(crops[:2])
-        student_out = t.nets.student(crops)
-    return t.loss(student_out, teacher_out, epoch)
+        if weight > 0:
+            student_out, features = t.nets.student(crops, return_features=True)
+        else:
+            student_out = t.nets.student(crops)
+    loss = t.loss(student_out, teacher_out, epoch)
+    if weight > 0:
+        batch = crops[0].shape[0]
+        koleo = sum(koleo_loss(f) for f in features[:2 * batch].chunk(2))
+        t.last_koleo = float(koleo.detach())
+        loss = loss + weight * koleo
+    return loss
 
 
 def backward_and_step(t: Trainer, loss: torch.Tensor, epoch: int) -> None:
@@ -484,7 +505,9 @@ class _Progress:
 def log_record(t: Trainer, meter: IntervalMeter) -> dict[str, Any]:
     it = max(t.state.step - 1, 0)
     stats = meter.summary()
-    stats["loss"] = float(D.all_reduce_mean(torch.tensor(stats["loss"]), t.rt.dist))
+    for key in ("loss", "koleo"):
+        if key in stats:
+            stats[key] = float(D.all_reduce_mean(torch.tensor(stats[key]), t.rt.dist))
     return {"step": t.state.step, "epoch": t.state.epoch, **stats,
             "images_per_s": stats["images_per_s"] * t.rt.dist.world_size,
             "lr": float(t.schedules.lr[it]), "wd": float(t.schedules.weight_decay[it]),
@@ -543,7 +566,7 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: _Progress, started: float) ->
         loss = train_step(t, crops)
         t.state.step += 1
         t.state.step_in_epoch += 1
-        meter.update(loss, len(skipped), data_time)
+        meter.update(loss, len(skipped), data_time, t.last_koleo)
         progress.update(loss, float(t.schedules.lr[t.state.step - 1]),
                         meter.images * t.rt.dist.world_size / max(time.perf_counter() - meter.started, 1e-9))
         if t.state.step % t.cfg.log_every == 0:

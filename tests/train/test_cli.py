@@ -1,6 +1,9 @@
 """dino-train / dino-eval command lines: official spellings, defaults, one-line errors."""
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
 from dino_train.cli import _run, config_values, eval_group, train_command
@@ -53,6 +56,23 @@ def test_dashed_names_and_official_defaults():
     assert cfg.color_jitter == 1.0 and cfg.crops().color_jitter == 1.0
 
 
+def test_dinov2_options_run_and_log_the_koleo_term(tmp_path):
+    images = write_images(tmp_path / "images", 8)
+    out = tmp_path / "out"
+    result = run_cli([*TINY_ARGS, "--data_path", str(images), "--output_dir", str(out),
+                      "--max-steps", "2", "--centering", "sinkhorn_knopp",
+                      "--koleo-loss-weight", "0.1"])
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(math.isfinite(r["loss"]) and math.isfinite(r["koleo"]) for r in steps)
+    config = json.loads((out / "config.json").read_text())
+    assert (config["centering"], config["koleo_loss_weight"]) == ("sinkhorn_knopp", 0.1)
+    args = load_pickle_checkpoint(out / "checkpoint.pth")["args"]
+    assert (args.centering, args.koleo_loss_weight) == ("sinkhorn_knopp", 0.1)
+
+
 def test_colour_jitter_strength_reaches_the_crops():
     cfg = _config(["--data-path", "/d", "--color-jitter", "2"])
     assert cfg.crops().color_jitter == 2.0
@@ -81,6 +101,8 @@ def _one_line_error(capsys, command, args) -> str:
     (["--data_path", "{images}", "--device", "cuda"], "no CUDA device"),
     (["--data_path", "{images}", "--warmup_epochs", "50"], "--warmup-epochs"),
     (["--data_path", "{images}", "--color-jitter", "-1"], "--color-jitter"),
+    (["--data_path", "{images}", "--centering", "mean"], "'mean' is not one of"),
+    (["--data_path", "{images}", "--koleo-loss-weight", "-0.1"], "--koleo-loss-weight"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
     if "cuda" in args:

@@ -17,11 +17,14 @@ def _torchrun(nproc: int, args: list[str]) -> subprocess.CompletedProcess:
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_two_processes_match_one_process_with_the_same_total_batch(tmp_path):
+@pytest.mark.parametrize("centering", ["center", "sinkhorn_knopp"])
+def test_two_processes_match_one_process_with_the_same_total_batch(tmp_path, centering):
+    """The centre (or the Sinkhorn-Knopp sums) are all-reduced: the same loss either way."""
     images = write_images(tmp_path / "images", 16)
     # deterministic views and no stochastic depth: both runs see exactly the same computation
     common = [*TINY_ARGS, "--data_path", str(images), "--deterministic-crops",
-              "--drop_path_rate", "0", "--max-steps", "4", "--lr", "0.05"]
+              "--drop_path_rate", "0", "--max-steps", "4", "--lr", "0.05",
+              "--centering", centering]
     one = run_cli([*common, "--batch_size_per_gpu", "8", "--output_dir", str(tmp_path / "one")])
     assert one.returncode == 0, one.stderr
     two = _torchrun(2, [*common, "--batch_size_per_gpu", "4", "--output_dir",

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dino_train.loss import DINOLoss
+from dino_train.loss import DINOLoss, koleo_loss, sinkhorn_knopp
 
 sys.path.insert(0, str(Path(__file__).parent / "vectors"))
 from inputs import LOSS_CASES, center_stride, loss_inputs  # noqa: E402
@@ -60,3 +60,72 @@ def test_low_precision_outputs_are_computed_in_fp32():
 def test_needs_the_two_global_crops():
     with pytest.raises(ValueError, match="ncrops"):
         DINOLoss(8, 1, 0.04, 0.04, 0, 1)
+
+
+# -- DINOv2 options ------------------------------------------------------------------------------
+def _sinkhorn_reference(logits: torch.Tensor, temp: float, iterations: int) -> torch.Tensor:
+    """The definition in float64 and without the shift: alternate row and column scaling."""
+    q = torch.exp(logits.double() / temp)
+    for _ in range(iterations):
+        q = q / q.sum(dim=0, keepdim=True) / q.shape[1]   # every prototype: 1/K of the mass
+        q = q / q.sum(dim=1, keepdim=True)                 # every sample: a distribution
+    return q
+
+
+def test_sinkhorn_knopp_targets_match_the_definition_and_balance_the_prototypes():
+    torch.manual_seed(2)
+    logits = torch.randn(64, 32) * 0.5
+    q = sinkhorn_knopp(logits, 0.07, n_iterations=3)
+    torch.testing.assert_close(q.double(), _sinkhorn_reference(logits, 0.07, 3), rtol=1e-5,
+                               atol=1e-8)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(64))
+    # converged, the prototypes carry equal mass (N / K each) although the logits favour some
+    q = sinkhorn_knopp(logits + torch.linspace(0, 0.3, 32), 0.07, n_iterations=200)
+    torch.testing.assert_close(q.sum(dim=0), torch.full((32,), 64 / 32), rtol=1e-3, atol=0)
+
+
+def test_sinkhorn_knopp_is_finite_where_the_plain_exponential_overflows():
+    logits = torch.tensor([[4.0, 0.0], [0.0, 4.0]])
+    assert not torch.isfinite(torch.exp(logits / 0.04)).all()  # e^100 overflows fp32
+    q = sinkhorn_knopp(logits, 0.04)
+    assert torch.isfinite(q).all()
+    torch.testing.assert_close(q, torch.eye(2), rtol=0, atol=1e-6)
+
+
+def test_sinkhorn_knopp_loss_leaves_the_center_alone():
+    torch.manual_seed(3)
+    s, t = torch.randn(12, 16), torch.randn(6, 16)
+    loss = DINOLoss(16, 4, 0.04, 0.04, 0, 1, centering="sinkhorn_knopp")
+    value = loss(s, t, 0)
+    assert torch.isfinite(value) and value > 0
+    assert torch.count_nonzero(loss.center) == 0
+    with pytest.raises(ValueError, match="centering"):
+        DINOLoss(16, 4, 0.04, 0.04, 0, 1, centering="mean")
+
+
+def test_koleo_is_minus_the_mean_log_nearest_neighbour_distance():
+    x = torch.eye(4) * 3.0  # normalised: 4 orthonormal points, every nearest distance sqrt(2)
+    torch.testing.assert_close(koleo_loss(x), torch.tensor(-0.5 * np.log(2.0), dtype=torch.float32), rtol=1e-6,
+                               atol=0)
+    # the nearest neighbour, not the mean distance: one close pair dominates
+    close = torch.tensor([[1.0, 0.0], [1.0, 0.01], [-1.0, 0.0]])
+    assert koleo_loss(close) > 2.0
+    # two identical features (the same frame twice): large but finite, and a finite gradient
+    same = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    value = koleo_loss(same)
+    (grad,) = torch.autograd.grad(value, same)
+    assert torch.isfinite(value) and value > 5 and torch.isfinite(grad).all()
+
+
+def test_koleo_gradient_spreads_the_features():
+    torch.manual_seed(4)
+    x = torch.nn.functional.normalize(torch.randn(32, 8), dim=1).requires_grad_()
+
+    def min_distance(points):
+        d = torch.cdist(points, points) + torch.eye(len(points)) * 9
+        return d.min().item()
+
+    before = min_distance(x.detach())
+    (grad,) = torch.autograd.grad(koleo_loss(x), x)
+    moved = torch.nn.functional.normalize(x.detach() - 0.05 * grad, dim=1)
+    assert min_distance(moved) > before
