@@ -61,6 +61,7 @@ class Display:
     def __init__(self, title: str = "dino-run") -> None:
         self.title = title
         self.opened = False
+        self.was_visible = False
 
     def show(self, image: np.ndarray) -> bool:
         """Draw ``image`` (H, W, 3) BGR; False once the user pressed q/Esc or closed the window."""
@@ -72,7 +73,11 @@ class Display:
         key = cv2.waitKey(1) & 0xFF  # also runs the GUI event loop
         if key in QUIT_KEYS:
             return False
-        return cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        visible = cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1
+        # A new window is not visible until the X server has mapped it, which on a loaded
+        # machine takes several frames: only a window that was visible can have been closed.
+        self.was_visible = self.was_visible or visible
+        return visible or not self.was_visible
 
     def close(self) -> None:
         if self.opened:

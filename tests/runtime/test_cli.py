@@ -164,3 +164,19 @@ def test_undecodable_video_is_one_line_without_ffmpeg_noise(tiny_onnx, tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
         f"dino-run: {bad}: not a video file that OpenCV/FFmpeg can decode"]
+
+
+def test_a_window_not_yet_mapped_is_not_taken_for_a_closed_one(monkeypatch):
+    """On a loaded machine the window is invisible for the first frames; only a window that was
+    visible and no longer is counts as closed by the user."""
+    import dino_runtime.display as display_module
+
+    visibility = iter([0.0, 0.0, 1.0, 1.0, 0.0])
+    cv2_calls = {"namedWindow": lambda *a: None, "imshow": lambda *a: None,
+                 "waitKey": lambda *a: -1,
+                 "getWindowProperty": lambda *a: next(visibility)}
+    for name, fn in cv2_calls.items():
+        monkeypatch.setattr(display_module.cv2, name, fn)
+    window = display_module.Display()
+    frame = np.zeros((4, 4, 3), np.uint8)
+    assert [window.show(frame) for _ in range(5)] == [True, True, True, True, False]
