@@ -104,7 +104,10 @@ def window_view(display: str, framebuffer, window_id: str):
 
 def test_window_shows_the_overlay_and_q_quits(tiny_onnx, xvfb, tmp_path):
     display, framebuffer = xvfb
-    video = gray_video(tmp_path / "gray.avi", 3000)
+    # dino-run reads a file as fast as it can (about 300 frames/s on this machine under load, 850
+    # without): 30,000 frames keep the window up for longer than the waits below, so the video
+    # cannot end before the window is checked.
+    video = gray_video(tmp_path / "gray.avi", 30000)
     proc = subprocess.Popen([sys.executable, "-m", "dino_runtime.cli", "--model", str(tiny_onnx),
                              "--source", str(video), "--show-attention", "--batch", "1"],
                             cwd=ROOT, env={**os.environ, "DISPLAY": display},
