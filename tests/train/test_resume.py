@@ -16,10 +16,16 @@ from .conftest import REPO, TINY_ARGS, losses, run_cli, write_images
 STEPS = 14
 
 
-def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("options", [
+    [],
+    # DINOv2's terms: KoLeo adds no state, Sinkhorn-Knopp replaces the running centre
+    ["--koleo-loss-weight", "0.1", "--centering", "sinkhorn_knopp"],
+], ids=["dino", "koleo-sinkhorn"])
+def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, options):
     images = write_images(tmp_path / "images", 16)  # 4 steps per epoch: resumes cross epochs
     common = [*TINY_ARGS, "--data_path", str(images), "--ckpt-every-steps", "3",
-              "--drop_path_rate", "0.1"]  # stochastic depth: the RNG state must be restored too
+              "--drop_path_rate", "0.1",  # stochastic depth: the RNG state must be restored too
+              *options]
     straight = tmp_path / "straight"
     done = run_cli([*common, "--output_dir", str(straight), "--max-steps", str(STEPS)])
     assert done.returncode == 0, done.stderr
