@@ -102,6 +102,13 @@ def official_options(f: Callable) -> Callable:
 @click.option("--koleo-loss-weight", type=click.FloatRange(min=0), default=0.0,
               show_default=True,
               help="weight of DINOv2's KoLeo term on the student [CLS] features (DINOv2: 0.1)")
+@click.option("--ibot-loss-weight", type=click.FloatRange(min=0), default=0.0,
+              show_default=True,
+              help="weight of iBOT's masked-patch term (iBOT and DINOv2: 1.0); 0: plain DINO")
+@click.option("--ibot-mask-probability", type=float, default=0.5, show_default=True,
+              help="share of the global crops that get masked patches")
+@click.option("--ibot-mask-ratio", type=float, nargs=2, default=(0.1, 0.5), show_default=True,
+              help="MIN MAX share of a masked crop's patches that are hidden")
 @click.option("--depth", type=int, default=None, help="number of blocks [default: the arch's]")
 @click.option("--video-stride", type=int, default=15, show_default=True,
               help="use every Nth frame of the videos in the data folder")
@@ -143,6 +150,7 @@ def config_values(kw: dict[str, Any]) -> dict[str, Any]:
     kw["random_crops"] = not kw.pop("deterministic_crops")
     kw["global_crops_scale"] = tuple(kw["global_crops_scale"])
     kw["local_crops_scale"] = tuple(kw["local_crops_scale"])
+    kw["ibot_mask_ratio"] = tuple(kw["ibot_mask_ratio"])
     return kw
 
 

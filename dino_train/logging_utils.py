@@ -16,17 +16,17 @@ class IntervalMeter:
     images: int = 0
     loss_sum: float = 0.0
     data_time: float = 0.0
-    koleo_sum: float | None = None
+    term_sums: dict[str, float] = field(default_factory=dict)  # extra loss terms, unweighted
     started: float = field(default_factory=time.perf_counter)
 
     def update(self, loss: float, images: int, data_time: float,
-               koleo: float | None = None) -> None:
+               terms: dict[str, float] | None = None) -> None:
         self.steps += 1
         self.images += images
         self.loss_sum += loss
         self.data_time += data_time
-        if koleo is not None:
-            self.koleo_sum = (self.koleo_sum or 0.0) + koleo
+        for name, value in (terms or {}).items():
+            self.term_sums[name] = self.term_sums.get(name, 0.0) + value
 
     def summary(self) -> dict[str, float]:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
@@ -34,8 +34,8 @@ class IntervalMeter:
                "images_per_s": self.images / elapsed,
                "data_time_s": self.data_time / max(self.steps, 1),
                "data_share": self.data_time / elapsed}
-        if self.koleo_sum is not None:
-            out["koleo"] = self.koleo_sum / max(self.steps, 1)
+        for name, total in self.term_sums.items():
+            out[name] = total / max(self.steps, 1)
         return out
 
 

@@ -49,7 +49,10 @@ def sinkhorn_knopp(teacher_output: torch.Tensor, temp: float, n_iterations: int 
         dist.all_reduce(shift, op=dist.ReduceOp.MAX)
     q = torch.exp(logits - shift).t()  # (K, N)
     n_prototypes = q.shape[0]
-    n_samples = q.shape[1] * _world_size()
+    # Samples over all processes; summed rather than multiplied because iBOT's masked patches
+    # differ in number between processes.
+    n_samples = q.shape[1] if _world_size() == 1 else \
+        int(_all_reduce(torch.tensor([q.shape[1]], device=q.device)).item())
     q /= _all_reduce(q.sum().reshape(1))
     for _ in range(n_iterations):
         q /= _all_reduce(q.sum(dim=1, keepdim=True))

@@ -23,21 +23,35 @@ class MultiCropWrapper(nn.Module):
         self.head = head
         self.head_fp32 = head_fp32
 
-    def forward(self, crops: list[torch.Tensor] | torch.Tensor, return_features: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, crops: list[torch.Tensor] | torch.Tensor, return_features: bool = False,
+                masks: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+                ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         """Crops, each (B, 3, H_i, W_i) -> head outputs (len(crops) * B, out_dim), crop-major.
 
         ``return_features``: also return the backbone outputs (len(crops) * B, embed_dim).
+        ``masks`` (n * B, N) bool over the patches of the first resolution group (the n global
+        crops): also run the head on the patch tokens at the True positions and return
+        ``(out, features, patch_out)``, ``patch_out`` (masks.sum(), out_dim) in mask order
+        (iBOT). With ``mask_token`` (the student), those patches are hidden from the input;
+        without it (the teacher), the input is whole and only the outputs are selected.
         """
         if isinstance(crops, torch.Tensor):
             crops = [crops]
-        features = torch.cat([self.backbone(torch.cat(group)) for group in resolution_groups(crops)])
+        groups = resolution_groups(crops)
+        if masks is None:
+            features = torch.cat([self.backbone(torch.cat(group)) for group in groups])
+            out = self._head(features)
+            return (out, features) if return_features else out
+        hidden = masks if mask_token is not None else None
+        tokens = self.backbone.forward_tokens(torch.cat(groups[0]), hidden, mask_token)
+        features = torch.cat([tokens[:, 0]] + [self.backbone(torch.cat(g)) for g in groups[1:]])
+        return self._head(features), features, self._head(tokens[:, 1:][masks])
+
+    def _head(self, features: torch.Tensor) -> torch.Tensor:
         if self.head_fp32:
             with torch.autocast(features.device.type, enabled=False):
-                out = self.head(features.float())
-        else:
-            out = self.head(features)
-        return (out, features) if return_features else out
+                return self.head(features.float())
+        return self.head(features)
 
 
 def resolution_groups(crops: list[torch.Tensor]) -> list[list[torch.Tensor]]:

@@ -27,6 +27,7 @@ from .cpu_tuning import keep_freed_memory
 from .data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDataset,
                    build_loader, scan_folder, steps_per_epoch)
 from .errors import UserError
+from .ibot import IBOTPatchLoss
 from .logging_utils import IntervalMeter, JsonlLog, plot_training
 from .loss import CENTERINGS, DINOLoss, koleo_loss
 from .models import DINOHead
@@ -93,6 +94,9 @@ class TrainConfig:
     color_jitter: float = 1.0      # colour-jitter strength (1: official)
     centering: str = "center"      # teacher: official running centre, or DINOv2's sinkhorn_knopp
     koleo_loss_weight: float = 0.0  # DINOv2's KoLeo term on the student [CLS] (0: official)
+    ibot_loss_weight: float = 0.0   # iBOT's masked-patch term (0: official DINO)
+    ibot_mask_probability: float = 0.5          # share of global crops that are masked
+    ibot_mask_ratio: tuple[float, float] = (0.1, 0.5)  # share of a masked crop's patches
     random_crops: bool = True      # False: deterministic views (parity and DDP tests)
     knn_train_data: str | None = None
     knn_val_data: str | None = None
@@ -117,6 +121,11 @@ class TrainConfig:
             (self.centering in CENTERINGS, f"--centering {self.centering!r}: choose one of "
                                            f"{', '.join(CENTERINGS)}"),
             (self.koleo_loss_weight >= 0, "--koleo-loss-weight must be >= 0"),
+            (self.ibot_loss_weight >= 0, "--ibot-loss-weight must be >= 0"),
+            (0 < self.ibot_mask_probability <= 1, "--ibot-mask-probability must be in (0, 1]"),
+            (len(self.ibot_mask_ratio) == 2
+             and 0 < self.ibot_mask_ratio[0] <= self.ibot_mask_ratio[1] < 1,
+             "--ibot-mask-ratio takes MIN MAX with 0 < MIN <= MAX < 1"),
             (self.local_crops_number >= 0, "--local-crops-number must be >= 0"),
             (self.max_steps is None or self.max_steps >= 0, "--max-steps must be >= 0"),
             (self.log_every >= 1, "--log-every must be at least 1"),
@@ -252,6 +261,16 @@ def build_loss(cfg: TrainConfig, rt: Runtime) -> DINOLoss:
                     centering=cfg.centering).to(rt.device)
 
 
+def build_ibot(cfg: TrainConfig, rt: Runtime) -> IBOTPatchLoss | None:
+    if cfg.ibot_loss_weight == 0:
+        return None
+    return IBOTPatchLoss(cfg.resolved_arch().family.embed_dim, cfg.out_dim,
+                         cfg.warmup_teacher_temp, cfg.teacher_temp,
+                         cfg.warmup_teacher_temp_epochs, cfg.epochs, centering=cfg.centering,
+                         probability=cfg.ibot_mask_probability,
+                         ratio_range=tuple(cfg.ibot_mask_ratio)).to(rt.device)
+
+
 def fused_optimizer_available(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
@@ -281,8 +300,9 @@ class Trainer:
     loader: torch.utils.data.DataLoader
     sampler: EpochSampler
     skipped_at_scan: int
+    ibot: IBOTPatchLoss | None = None  # with --ibot-loss-weight: the mask token and its loss
     state: TrainState = field(default_factory=TrainState)
-    last_koleo: float | None = None  # the last step's KoLeo term (unweighted), when it is on
+    last_terms: dict[str, float] = field(default_factory=dict)  # the last step's extra terms
 
     @property
     def out(self) -> Path:
@@ -306,15 +326,18 @@ def build_trainer(cfg: TrainConfig, rt: Runtime) -> Trainer:
                           pin_memory=rt.device.type == "cuda",
                           worker_niceness=CPU_WORKER_NICENESS if rt.device.type == "cpu" else 0)
     nets = build_networks(cfg, rt)
-    optimizer = build_optimizer(cfg.optimizer, params_groups(nets.student),
-                                fused=fused_optimizer_available(rt.device))
+    ibot = build_ibot(cfg, rt)
+    groups = params_groups(nets.student)
+    if ibot is not None:
+        groups[1]["params"].append(ibot.mask_token)  # 1-D: no weight decay, as in iBOT
+    optimizer = build_optimizer(cfg.optimizer, groups, fused=fused_optimizer_available(rt.device))
     scaler = torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None
     schedules = build_schedules(cfg.lr, cfg.min_lr, cfg.warmup_epochs, cfg.weight_decay,
                                 cfg.weight_decay_end, cfg.momentum_teacher, cfg.epochs, ipe,
                                 cfg.batch_size_per_gpu * rt.dist.world_size)
     torch.manual_seed(cfg.seed + rt.dist.rank)  # stochastic depth differs between processes
     return Trainer(cfg, rt, nets, build_loss(cfg, rt), optimizer, scaler, schedules, loader,
-                   sampler, len(scan.skipped))
+                   sampler, len(scan.skipped), ibot)
 
 
 # -- one step -----------------------------------------------------------------------------------
@@ -334,22 +357,35 @@ def forward_loss(t: Trainer, crops: list[torch.Tensor], epoch: int) -> torch.Ten
     """Teacher on the 2 global crops, student on all crops, DINO loss (fp32 scalar).
 
     With ``--koleo-loss-weight`` w > 0, plus w times the KoLeo term of the student's [CLS]
-    features, per global crop (DINOv2).
+    features, per global crop (DINOv2). With ``--ibot-loss-weight`` w > 0, the student's global
+    crops are partly masked (for its DINO term too, as in iBOT) and w times the masked-patch
+    term is added.
     """
-    weight = t.cfg.koleo_loss_weight
+    koleo_weight, ibot = t.cfg.koleo_loss_weight, t.ibot
+    batch = crops[0].shape[0]
+    t.last_terms = {}
     with t.rt.autocast():
-        with torch.no_grad():
-            teacher_out = t.nets.teacher(crops[:2])
-        if weight > 0:
-            student_out, features = t.nets.student(crops, return_features=True)
+        if ibot is not None:
+            patch = t.cfg.resolved_arch().patch_size
+            n_patches = (crops[0].shape[-2] // patch) * (crops[0].shape[-1] // patch)
+            masks = ibot.sample_masks(2 * batch, n_patches).to(crops[0].device)
+            with torch.no_grad():
+                teacher_out, _, teacher_patch = t.nets.teacher(crops[:2], masks=masks)
+            student_out, features, student_patch = t.nets.student(
+                crops, masks=masks, mask_token=ibot.mask_token)
         else:
-            student_out = t.nets.student(crops)
+            with torch.no_grad():
+                teacher_out = t.nets.teacher(crops[:2])
+            student_out, features = t.nets.student(crops, return_features=True)
     loss = t.loss(student_out, teacher_out, epoch)
-    if weight > 0:
-        batch = crops[0].shape[0]
+    if koleo_weight > 0:
         koleo = sum(koleo_loss(f) for f in features[:2 * batch].chunk(2))
-        t.last_koleo = float(koleo.detach())
-        loss = loss + weight * koleo
+        t.last_terms["koleo"] = float(koleo.detach())
+        loss = loss + koleo_weight * koleo
+    if ibot is not None:
+        patch_loss = ibot(student_patch, teacher_patch, masks, epoch)
+        t.last_terms["ibot"] = float(patch_loss.detach())
+        loss = loss + t.cfg.ibot_loss_weight * patch_loss
     return loss
 
 
@@ -363,8 +399,17 @@ def backward_and_step(t: Trainer, loss: torch.Tensor, epoch: int) -> None:
         t.scaler.scale(loss).backward()
         if t.cfg.clip_grad:
             t.scaler.unscale_(t.optimizer)
+    if t.ibot is not None and t.rt.dist.enabled:
+        # Outside the DDP-wrapped student: its gradient is averaged over processes here.
+        token = t.ibot.mask_token
+        if token.grad is None:
+            token.grad = torch.zeros_like(token)
+        torch.distributed.all_reduce(token.grad)
+        token.grad.div_(t.rt.dist.world_size)
     if t.cfg.clip_grad:
         clip_gradients(t.nets.student_params, t.cfg.clip_grad)
+        if t.ibot is not None:
+            clip_gradients([t.ibot.mask_token], t.cfg.clip_grad)
     cancel_last_layer_grads(student, epoch, t.cfg.freeze_last_layer)
     if t.scaler is None:
         t.optimizer.step()
@@ -424,6 +469,8 @@ def checkpoint_dict(t: Trainer, rng_states: list[dict]) -> dict[str, Any]:
     }
     if t.scaler is not None:
         ckpt["fp16_scaler"] = t.scaler.state_dict()
+    if t.ibot is not None:
+        ckpt["ibot"] = t.ibot.state_dict()
     return ckpt
 
 
@@ -454,6 +501,8 @@ def resume(t: Trainer) -> bool:
         t.nets.teacher.load_state_dict(without_prefix(ckpt["teacher"], "module."))
         t.optimizer.load_state_dict(ckpt["optimizer"])
         t.loss.load_state_dict(ckpt["dino_loss"])
+        if t.ibot is not None:
+            t.ibot.load_state_dict(ckpt["ibot"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise UserError(f"{path}: cannot resume from it ({str(e).splitlines()[0]}); use another "
                         "--output-dir or --no-resume") from None
@@ -505,7 +554,7 @@ class _Progress:
 def log_record(t: Trainer, meter: IntervalMeter) -> dict[str, Any]:
     it = max(t.state.step - 1, 0)
     stats = meter.summary()
-    for key in ("loss", "koleo"):
+    for key in ("loss", "koleo", "ibot"):
         if key in stats:
             stats[key] = float(D.all_reduce_mean(torch.tensor(stats[key]), t.rt.dist))
     return {"step": t.state.step, "epoch": t.state.epoch, **stats,
@@ -566,7 +615,7 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: _Progress, started: float) ->
         loss = train_step(t, crops)
         t.state.step += 1
         t.state.step_in_epoch += 1
-        meter.update(loss, len(skipped), data_time, t.last_koleo)
+        meter.update(loss, len(skipped), data_time, t.last_terms)
         progress.update(loss, float(t.schedules.lr[t.state.step - 1]),
                         meter.images * t.rt.dist.world_size / max(time.perf_counter() - meter.started, 1e-9))
         if t.state.step % t.cfg.log_every == 0:

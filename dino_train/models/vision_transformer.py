@@ -148,15 +148,21 @@ class VisionTransformer(nn.Module):
         """Official name and argument order: ``w`` is the input height, ``h`` its width."""
         return self.pos_embed_for_size(w, h)
 
-    def prepare_tokens(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
+    def prepare_tokens(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None,
+                       mask: torch.Tensor | None = None,
+                       mask_token: torch.Tensor | None = None) -> torch.Tensor:
         """Images (B, 3, H, W) -> tokens (B, 1 + H/p * W/p, D) with [CLS] first.
 
         ``pos_embed`` (1, 1 + N, D) replaces the interpolated one; export passes a precomputed
-        constant so that no bicubic resize ends up in the graph.
+        constant so that no bicubic resize ends up in the graph. ``mask`` (B, N) bool and
+        ``mask_token`` (D,): the patch embeddings at the True positions are replaced by the
+        mask token before the position embedding is added (iBOT's masked student input).
         """
         if pos_embed is None:
             pos_embed = self.pos_embed_for_size(x.shape[-2], x.shape[-1])
         tokens = self.patch_embed(x)
+        if mask is not None:
+            tokens = torch.where(mask.unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
         tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
         return self.pos_drop(tokens + pos_embed)
 
@@ -173,6 +179,18 @@ class VisionTransformer(nn.Module):
             x = blk(x)
         cls, _ = _last_block_cls(self.blocks[-1], x)
         return self.norm(cls)[:, 0]
+
+    def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                       mask_token: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, 3, H, W) -> every token after the final norm (B, 1 + N, D), [CLS] first.
+
+        With ``mask`` and ``mask_token`` the masked patches are hidden from the input (see
+        :meth:`prepare_tokens`); iBOT's student predicts them from the rest.
+        """
+        x = self.prepare_tokens(x, mask=mask, mask_token=mask_token)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
 
     def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> last block's attention probabilities (B, heads, N+1, N+1)."""

@@ -73,6 +73,24 @@ def test_dinov2_options_run_and_log_the_koleo_term(tmp_path):
     assert (args.centering, args.koleo_loss_weight) == ("sinkhorn_knopp", 0.1)
 
 
+def test_ibot_option_runs_logs_its_term_and_keeps_official_keys(tmp_path):
+    images = write_images(tmp_path / "images", 8)
+    out = tmp_path / "out"
+    result = run_cli([*TINY_ARGS, "--data_path", str(images), "--output_dir", str(out),
+                      "--max-steps", "2", "--ibot-loss-weight", "1", "--ibot-mask-ratio",
+                      "0.2", "0.4"])
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    assert all(math.isfinite(r["ibot"]) and r["ibot"] > 0 for r in steps)
+    ckpt = load_pickle_checkpoint(out / "checkpoint.pth")
+    assert set(ckpt["ibot"]) == {"mask_token", "center"}
+    assert ckpt["ibot"]["mask_token"].shape == (192,)
+    assert not any("mask" in k for k in [*ckpt["student"], *ckpt["teacher"]])
+    assert (ckpt["args"].ibot_loss_weight, list(ckpt["args"].ibot_mask_ratio)) == (1.0, [0.2, 0.4])
+
+
 def test_colour_jitter_strength_reaches_the_crops():
     cfg = _config(["--data-path", "/d", "--color-jitter", "2"])
     assert cfg.crops().color_jitter == 2.0
@@ -103,6 +121,9 @@ def _one_line_error(capsys, command, args) -> str:
     (["--data_path", "{images}", "--color-jitter", "-1"], "--color-jitter"),
     (["--data_path", "{images}", "--centering", "mean"], "'mean' is not one of"),
     (["--data_path", "{images}", "--koleo-loss-weight", "-0.1"], "--koleo-loss-weight"),
+    (["--data_path", "{images}", "--ibot-loss-weight", "-1"], "--ibot-loss-weight"),
+    (["--data_path", "{images}", "--ibot-mask-ratio", "0.5", "0.2"], "--ibot-mask-ratio"),
+    (["--data_path", "{images}", "--ibot-mask-probability", "0"], "--ibot-mask-probability"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
     if "cuda" in args:

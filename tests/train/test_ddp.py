@@ -1,6 +1,8 @@
 """torchrun with 2 CPU processes (gloo) gives the loss of 1 process with the same total batch."""
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -35,3 +37,17 @@ def test_two_processes_match_one_process_with_the_same_total_batch(tmp_path, cen
     assert a[1] != a[4]  # the weights moved, so later steps test the averaged gradients
     for step in a:
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def test_two_processes_train_with_the_ibot_term(tmp_path):
+    """iBOT's masks differ between processes (so no one-process match); the run must work,
+    with the mask token's gradient and the patch centre averaged outside DDP."""
+    images = write_images(tmp_path / "images", 16)
+    two = _torchrun(2, [*TINY_ARGS, "--data_path", str(images), "--batch_size_per_gpu", "4",
+                        "--max-steps", "3", "--ibot-loss-weight", "1", "--output_dir",
+                        str(tmp_path / "two")])
+    assert two.returncode == 0, two.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3]
+    assert all(math.isfinite(r["ibot"]) and r["ibot"] > 0 for r in steps)

@@ -20,7 +20,9 @@ STEPS = 14
     [],
     # DINOv2's terms: KoLeo adds no state, Sinkhorn-Knopp replaces the running centre
     ["--koleo-loss-weight", "0.1", "--centering", "sinkhorn_knopp"],
-], ids=["dino", "koleo-sinkhorn"])
+    # iBOT: the mask token, its centre and the masks' RNG
+    ["--ibot-loss-weight", "1"],
+], ids=["dino", "koleo-sinkhorn", "ibot"])
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, options):
     images = write_images(tmp_path / "images", 16)  # 4 steps per epoch: resumes cross epochs
     common = [*TINY_ARGS, "--data_path", str(images), "--ckpt-every-steps", "3",
