@@ -496,6 +496,10 @@ def resume(t: Trainer) -> bool:
     if not (t.cfg.resume and path.exists()):
         return False
     ckpt = load_pickle_checkpoint(path)
+    if ("ibot" in ckpt) != (t.ibot is not None):
+        raise UserError(f"{path} was written {'with' if 'ibot' in ckpt else 'without'} "
+                        "--ibot-loss-weight, this run is not; resume with the same options, or "
+                        "use another --output-dir or --no-resume")
     try:
         t.nets.student_module.load_state_dict(without_prefix(ckpt["student"], "module."))
         t.nets.teacher.load_state_dict(without_prefix(ckpt["teacher"], "module."))

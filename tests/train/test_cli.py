@@ -91,6 +91,16 @@ def test_ibot_option_runs_logs_its_term_and_keeps_official_keys(tmp_path):
     assert (ckpt["args"].ibot_loss_weight, list(ckpt["args"].ibot_mask_ratio)) == (1.0, [0.2, 0.4])
 
 
+def test_resuming_with_or_without_ibot_against_the_checkpoint_is_one_line(capsys, tmp_path):
+    images = write_images(tmp_path / "images", 8)
+    common = [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(tmp_path / "out")]
+    assert _run(train_command, [*common, "--max-steps", "1"]) == 0
+    capsys.readouterr()
+    err = _one_line_error(capsys, train_command, [*common, "--max-steps", "2",
+                                                  "--ibot-loss-weight", "1"])
+    assert "written without --ibot-loss-weight" in err
+
+
 def test_colour_jitter_strength_reaches_the_crops():
     cfg = _config(["--data-path", "/d", "--color-jitter", "2"])
     assert cfg.crops().color_jitter == 2.0
