@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import random
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -236,8 +237,14 @@ def build_networks(cfg: TrainConfig, rt: Runtime) -> Networks:
         teacher.backbone.set_fused_attention(False)
     student, teacher = student.to(rt.device), teacher.to(rt.device)
     if rt.dist.enabled and cfg.use_bn_in_head:
-        student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-        teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+        if rt.device.type == "cuda":
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+            teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+        elif rt.dist.is_main:
+            # torch's SyncBatchNorm runs on GPUs only (DDP refuses it on CPU modules).
+            print("warning: --use-bn-in-head under torchrun on CPU: the head's batch norm uses "
+                  "each process's own batch statistics (SyncBatchNorm needs CUDA)",
+                  file=sys.stderr, flush=True)
     teacher.load_state_dict(student.state_dict())
     for p in teacher.parameters():
         p.requires_grad = False

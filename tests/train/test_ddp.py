@@ -43,10 +43,12 @@ def test_two_processes_train_with_the_ibot_term(tmp_path):
     """iBOT's masks differ between processes (so no one-process match); the run must work,
     with the mask token's gradient and the patch centre averaged outside DDP."""
     images = write_images(tmp_path / "images", 16)
+    # with the head's batch norm: per-process statistics on CPU (SyncBatchNorm is GPU-only)
     two = _torchrun(2, [*TINY_ARGS, "--data_path", str(images), "--batch_size_per_gpu", "4",
-                        "--max-steps", "3", "--ibot-loss-weight", "1", "--output_dir",
-                        str(tmp_path / "two")])
+                        "--max-steps", "3", "--ibot-loss-weight", "1", "--use_bn_in_head",
+                        "true", "--output_dir", str(tmp_path / "two")])
     assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stderr.count("SyncBatchNorm needs CUDA") == 1
     records = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in steps] == [1, 2, 3]
