@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .loss import CENTERINGS, _all_reduce, sinkhorn_knopp
+from .loss import CENTERINGS, teacher_targets, update_center_
 from .schedules import teacher_temp_schedule
 
 
@@ -73,19 +73,8 @@ class IBOTPatchLoss(nn.Module):
         weights = (1.0 / per_image).expand_as(masks)[masks]
         log_p = F.log_softmax(student_patch.float() / self.student_temp, dim=-1)
         temp = float(self.teacher_temp_schedule[epoch])
-        teacher = teacher_patch.float().detach()
-        if self.centering == "sinkhorn_knopp":
-            q = sinkhorn_knopp(teacher, temp)
-        else:
-            q = F.softmax((teacher - self.center) / temp, dim=-1)
-            self.update_center(teacher)
+        q = teacher_targets(teacher_patch, self.center, temp, self.centering)
+        if self.centering == "center":
+            update_center_(self.center, teacher_patch, self.center_momentum)
         return -((q * log_p).sum(dim=-1) * weights).sum() / len(masks)
-
-    @torch.no_grad()
-    def update_center(self, teacher_patch: torch.Tensor) -> None:
-        """EMA of the mean masked-patch output over all processes (their counts may differ)."""
-        stats = torch.cat([teacher_patch.sum(dim=0), teacher_patch.new_tensor([len(teacher_patch)])])
-        stats = _all_reduce(stats)
-        batch_center = (stats[:-1] / stats[-1].clamp(min=1)).unsqueeze(0)
-        self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
 

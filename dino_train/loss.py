@@ -62,6 +62,29 @@ def sinkhorn_knopp(teacher_output: torch.Tensor, temp: float, n_iterations: int 
     return (q * n_samples).t()
 
 
+def teacher_targets(teacher_output: torch.Tensor, center: torch.Tensor, temp: float,
+                    centering: str) -> torch.Tensor:
+    """Teacher probabilities (N, K): softmax((t - center) / temp), or Sinkhorn-Knopp's."""
+    teacher_output = teacher_output.float().detach()
+    if centering == "sinkhorn_knopp":
+        return sinkhorn_knopp(teacher_output, temp)
+    return F.softmax((teacher_output - center) / temp, dim=-1)
+
+
+@torch.no_grad()
+def update_center_(center: torch.Tensor, teacher_output: torch.Tensor, momentum: float) -> None:
+    """EMA (in place) of the mean row of ``teacher_output`` (N, K) over all processes.
+
+    Rows and their count are both summed over processes, so their numbers may differ (iBOT's
+    masked patches); with equal numbers this is the official all-reduced batch mean.
+    """
+    stats = torch.cat([teacher_output.float().sum(dim=0),
+                       teacher_output.new_tensor([len(teacher_output)], dtype=torch.float32)])
+    stats = _all_reduce(stats)
+    batch_center = (stats[:-1] / stats[-1].clamp(min=1)).unsqueeze(0)
+    center.mul_(momentum).add_(batch_center * (1 - momentum))
+
+
 def koleo_loss(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Kozachenko-Leonenko entropy estimate (DINOv2): -mean log distance to the nearest neighbour.
 
@@ -110,10 +133,7 @@ class DINOLoss(nn.Module):
         log_p = F.log_softmax(student_output.float() / self.student_temp, dim=-1)
         log_p = log_p.view(self.ncrops, batch, -1)
         temp = float(self.teacher_temp_schedule[epoch])
-        if self.centering == "sinkhorn_knopp":
-            q = sinkhorn_knopp(teacher_output.float().detach(), temp)
-        else:
-            q = F.softmax((teacher_output.float().detach() - self.center) / temp, dim=-1)
+        q = teacher_targets(teacher_output, self.center, temp, self.centering)
         q = q.view(n_global, batch, -1)
         # sum over v != iq of <q_iq, log p_v> = <q_iq, sum_v log p_v - log p_iq>: one pass over
         # the (B, K) logits instead of 2 * (ncrops - 1), and log_softmax once per crop.
@@ -124,9 +144,6 @@ class DINOLoss(nn.Module):
             self.update_center(teacher_output)
         return loss
 
-    @torch.no_grad()
     def update_center(self, teacher_output: torch.Tensor) -> None:
         """EMA of the teacher's batch mean (2 * B, K), averaged over all processes."""
-        batch_center = _all_reduce(teacher_output.float().sum(dim=0, keepdim=True))
-        batch_center = batch_center / (len(teacher_output) * _world_size())
-        self.center.mul_(self.center_momentum).add_(batch_center * (1 - self.center_momentum))
+        update_center_(self.center, teacher_output, self.center_momentum)
