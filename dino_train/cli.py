@@ -99,6 +99,11 @@ def official_options(f: Callable) -> Callable:
               show_default=True,
               help="teacher normalisation: the official running centre, or DINOv2's "
                    "Sinkhorn-Knopp")
+@click.option("--head-hidden-dim", type=click.IntRange(min=1), default=2048, show_default=True,
+              help="width of the head's hidden layers (official: 2048, fixed)")
+@click.option("--head-bottleneck-dim", type=click.IntRange(min=1), default=256,
+              show_default=True,
+              help="width of the head's L2-normalised bottleneck (official: 256, fixed)")
 @click.option("--koleo-loss-weight", type=click.FloatRange(min=0), default=0.0,
               show_default=True,
               help="weight of DINOv2's KoLeo term on the student [CLS] features (DINOv2: 0.1)")

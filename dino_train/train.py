@@ -53,6 +53,8 @@ class TrainConfig:
     arch: str = "vit_small"
     patch_size: int | None = None          # None: 16, or the one a short name implies (vit_s8)
     out_dim: int = 65536
+    head_hidden_dim: int = 2048      # the official DINOHead's fixed sizes (DINOv2 exposes them)
+    head_bottleneck_dim: int = 256
     norm_last_layer: bool = True
     momentum_teacher: float = 0.996
     use_bn_in_head: bool = False
@@ -119,6 +121,8 @@ class TrainConfig:
             (0 <= self.warmup_teacher_temp_epochs <= self.epochs,
              "--warmup-teacher-temp-epochs must be in [0, epochs]"),
             (self.out_dim >= 1, "--out-dim must be at least 1"),
+            (self.head_hidden_dim >= 1 and self.head_bottleneck_dim >= 1,
+             "--head-hidden-dim and --head-bottleneck-dim must be at least 1"),
             (self.centering in CENTERINGS, f"--centering {self.centering!r}: choose one of "
                                            f"{', '.join(CENTERINGS)}"),
             (self.koleo_loss_weight >= 0, "--koleo-loss-weight must be >= 0"),
@@ -223,12 +227,14 @@ def build_networks(cfg: TrainConfig, rt: Runtime) -> Networks:
     arch = cfg.resolved_arch()
     extra = {"depth": cfg.depth} if cfg.depth else {}
     img_size = [cfg.global_crop_size]
+    sizes = {"hidden_dim": cfg.head_hidden_dim, "bottleneck_dim": cfg.head_bottleneck_dim}
     student = MultiCropWrapper(
         arch.build(drop_path_rate=cfg.drop_path_rate, img_size=img_size, **extra),
         DINOHead(arch.family.embed_dim, cfg.out_dim, use_bn=cfg.use_bn_in_head,
-                 norm_last_layer=cfg.norm_last_layer))
+                 norm_last_layer=cfg.norm_last_layer, **sizes))
     teacher = MultiCropWrapper(arch.build(img_size=img_size, **extra),
-                               DINOHead(arch.family.embed_dim, cfg.out_dim, cfg.use_bn_in_head))
+                               DINOHead(arch.family.embed_dim, cfg.out_dim, cfg.use_bn_in_head,
+                                        **sizes))
     student.head_fp32 = teacher.head_fp32 = rt.precision == "bf16"
     if rt.device.type == "cpu" and rt.precision == "bf16":
         # Batched products instead of the flash kernel, which is slower on CPU in bf16
@@ -497,6 +503,35 @@ def save_checkpoint(t: Trainer, epoch_end: bool) -> None:
     D.barrier(t.rt.dist)
 
 
+# Options that shape the networks: a checkpoint written with other values cannot be resumed.
+NETWORK_OPTIONS = ("out_dim", "use_bn_in_head", "norm_last_layer", "head_hidden_dim",
+                   "head_bottleneck_dim", "depth")
+
+
+def network_option_mismatch(ckpt: dict[str, Any], cfg: TrainConfig) -> str | None:
+    """'--opt X (this run: Y)' for the first network option that differs, from a toolkit
+    checkpoint's recorded configuration; None if all agree or the checkpoint has no record."""
+    written = (ckpt.get(TOOLKIT_KEY) or {}).get("config")
+    if not written:
+        return None
+    if written.get("arch") != cfg.arch or written.get("patch_size") != cfg.patch_size:
+        short = (ckpt[TOOLKIT_KEY].get("short_name"), cfg.resolved_arch().short_name)
+        if short[0] != short[1]:
+            return f"--arch {short[0]} (this run: {short[1]})"
+    for name in NETWORK_OPTIONS:
+        if name in written and written[name] != getattr(cfg, name):
+            return f"--{name.replace('_', '-')} {written[name]} (this run: {getattr(cfg, name)})"
+    return None
+
+
+def first_reason(e: Exception) -> str:
+    """The first informative line of a load error (torch puts its summary line first)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        return f"{lines[0]} {lines[1]}"
+    return lines[0] if lines else type(e).__name__
+
+
 def resume(t: Trainer) -> bool:
     """Restore everything from ``output_dir/checkpoint.pth`` if it exists; True if it did."""
     path = t.out / "checkpoint.pth"
@@ -507,6 +542,10 @@ def resume(t: Trainer) -> bool:
         raise UserError(f"{path} was written {'with' if 'ibot' in ckpt else 'without'} "
                         "--ibot-loss-weight, this run is not; resume with the same options, or "
                         "use another --output-dir or --no-resume")
+    mismatch = network_option_mismatch(ckpt, t.cfg)
+    if mismatch:
+        raise UserError(f"{path} was written with {mismatch}; resume with the same options, or "
+                        "use another --output-dir or --no-resume")
     try:
         t.nets.student_module.load_state_dict(without_prefix(ckpt["student"], "module."))
         t.nets.teacher.load_state_dict(without_prefix(ckpt["teacher"], "module."))
@@ -515,7 +554,7 @@ def resume(t: Trainer) -> bool:
         if t.ibot is not None:
             t.ibot.load_state_dict(ckpt["ibot"])
     except (KeyError, RuntimeError, ValueError) as e:
-        raise UserError(f"{path}: cannot resume from it ({str(e).splitlines()[0]}); use another "
+        raise UserError(f"{path}: cannot resume from it ({first_reason(e)}); use another "
                         "--output-dir or --no-resume") from None
     if t.scaler is not None and "fp16_scaler" in ckpt:
         t.scaler.load_state_dict(ckpt["fp16_scaler"])

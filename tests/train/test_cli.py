@@ -101,6 +101,25 @@ def test_resuming_with_or_without_ibot_against_the_checkpoint_is_one_line(capsys
     assert "written without --ibot-loss-weight" in err
 
 
+def test_head_sizes_reach_both_heads_and_resuming_with_other_sizes_is_one_line(capsys,
+                                                                              tmp_path):
+    images = write_images(tmp_path / "images", 8)
+    common = [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(tmp_path / "out")]
+    sizes = ["--head-hidden-dim", "48", "--head-bottleneck-dim", "24"]
+    assert _run(train_command, [*common, "--max-steps", "1", *sizes]) == 0
+    ckpt = load_pickle_checkpoint(tmp_path / "out" / "checkpoint.pth")
+    for net in ("student", "teacher"):
+        state = {k.removeprefix("module."): v for k, v in ckpt[net].items()}
+        linears = [k for k in state if k.startswith("head.mlp.") and k.endswith(".weight")
+                   and state[k].dim() == 2]
+        assert [tuple(state[k].shape[:1]) for k in linears] == [(48,), (48,), (24,)]
+        assert state["head.last_layer.weight_v"].shape[1] == 24
+    assert (ckpt["args"].head_hidden_dim, ckpt["args"].head_bottleneck_dim) == (48, 24)
+    capsys.readouterr()
+    err = _one_line_error(capsys, train_command, [*common, "--max-steps", "2"])
+    assert "written with --head-hidden-dim 48 (this run: 2048)" in err
+
+
 def test_colour_jitter_strength_reaches_the_crops():
     cfg = _config(["--data-path", "/d", "--color-jitter", "2"])
     assert cfg.crops().color_jitter == 2.0
@@ -134,6 +153,7 @@ def _one_line_error(capsys, command, args) -> str:
     (["--data_path", "{images}", "--ibot-loss-weight", "-1"], "--ibot-loss-weight"),
     (["--data_path", "{images}", "--ibot-mask-ratio", "0.5", "0.2"], "--ibot-mask-ratio"),
     (["--data_path", "{images}", "--ibot-mask-probability", "0"], "--ibot-mask-probability"),
+    (["--data_path", "{images}", "--head-hidden-dim", "0"], "--head-hidden-dim"),
 ])
 def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
     if "cuda" in args:
