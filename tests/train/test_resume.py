@@ -59,3 +59,22 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, options):
     assert final["dino_edge"]["step"] == STEPS
     leftovers = [p.name for p in killed.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers
+
+
+def test_network_option_mismatch_names_the_first_differing_option():
+    import dataclasses
+
+    from dino_train.train import TOOLKIT_KEY, TrainConfig, first_reason, network_option_mismatch
+    cfg = TrainConfig(arch="vit_tiny", patch_size=4, data_path="/d")
+    record = {"short_name": "vit_t4", "config": dataclasses.asdict(cfg)}
+    assert network_option_mismatch({TOOLKIT_KEY: record}, cfg) is None
+    assert network_option_mismatch({"student": {}}, cfg) is None  # official: no record
+    other = dataclasses.replace(cfg, out_dim=4096)
+    assert network_option_mismatch({TOOLKIT_KEY: record}, other) == \
+        "--out-dim 65536 (this run: 4096)"
+    other = dataclasses.replace(cfg, patch_size=8)
+    assert network_option_mismatch({TOOLKIT_KEY: record}, other) == \
+        "--arch vit_t4 (this run: vit_t8)"
+    error = RuntimeError("Error(s) in loading state_dict for M:\n\tsize mismatch for w: a, b")
+    assert first_reason(error) == "Error(s) in loading state_dict for M: size mismatch for w: a, b"
+    assert first_reason(ValueError("one line")) == "one line"
