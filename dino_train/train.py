@@ -699,10 +699,20 @@ def train(cfg: TrainConfig) -> RunSummary:
     rt = Runtime(device, resolve_precision(cfg.precision, device),
                  D.init_distributed(device.type, cfg.dist_url))
     try:
-        Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        return _train(build_trainer(cfg, rt))
+        trainer = build_trainer(cfg, rt)  # bad data fails here, before any folder is made
+        make_output_dir(trainer.out)
+        return _train(trainer)
     finally:
         D.shutdown(rt.dist)
+
+
+def make_output_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"--output-dir {path}: exists and is not a directory") from None
+    except PermissionError:
+        raise UserError(f"--output-dir {path}: permission denied") from None
 
 
 def _train(t: Trainer) -> RunSummary:

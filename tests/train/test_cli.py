@@ -167,6 +167,16 @@ def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
                                                   str(tmp_path / "out"), *args]
                           if args else [])
     assert expected in err
+    assert not (tmp_path / "out").exists()  # a failed start leaves no empty output folder
+
+
+def test_output_dir_that_is_a_file_is_one_line(capsys, tmp_path):
+    images = write_images(tmp_path / "images", 4)
+    (tmp_path / "out").write_text("not a folder")
+    err = _one_line_error(capsys, train_command, [*TINY_ARGS, "--data_path", str(images),
+                                                  "--output_dir", str(tmp_path / "out")])
+    assert "exists and is not a directory" in err
+    assert (tmp_path / "out").read_text() == "not a folder"
 
 
 def test_eval_bad_input_is_one_line(capsys, tmp_path, tiny_training_checkpoint):
