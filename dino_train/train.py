@@ -505,7 +505,7 @@ def save_checkpoint(t: Trainer, epoch_end: bool) -> None:
 
 # Options that shape the networks: a checkpoint written with other values cannot be resumed.
 NETWORK_OPTIONS = ("out_dim", "use_bn_in_head", "norm_last_layer", "head_hidden_dim",
-                   "head_bottleneck_dim", "depth")
+                   "head_bottleneck_dim")
 
 
 def network_option_mismatch(ckpt: dict[str, Any], cfg: TrainConfig) -> str | None:
@@ -518,6 +518,9 @@ def network_option_mismatch(ckpt: dict[str, Any], cfg: TrainConfig) -> str | Non
         short = (ckpt[TOOLKIT_KEY].get("short_name"), cfg.resolved_arch().short_name)
         if short[0] != short[1]:
             return f"--arch {short[0]} (this run: {short[1]})"
+    depth = (ckpt[TOOLKIT_KEY].get("depth"), cfg.depth or cfg.resolved_arch().family.depth)
+    if depth[0] is not None and depth[0] != depth[1]:  # resolved: None means the arch's own
+        return f"--depth {depth[0]} (this run: {depth[1]})"
     for name in NETWORK_OPTIONS:
         if name in written and written[name] != getattr(cfg, name):
             return f"--{name.replace('_', '-')} {written[name]} (this run: {getattr(cfg, name)})"

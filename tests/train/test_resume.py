@@ -66,7 +66,7 @@ def test_network_option_mismatch_names_the_first_differing_option():
 
     from dino_train.train import TOOLKIT_KEY, TrainConfig, first_reason, network_option_mismatch
     cfg = TrainConfig(arch="vit_tiny", patch_size=4, data_path="/d")
-    record = {"short_name": "vit_t4", "config": dataclasses.asdict(cfg)}
+    record = {"short_name": "vit_t4", "depth": 12, "config": dataclasses.asdict(cfg)}
     assert network_option_mismatch({TOOLKIT_KEY: record}, cfg) is None
     assert network_option_mismatch({"student": {}}, cfg) is None  # official: no record
     other = dataclasses.replace(cfg, out_dim=4096)
@@ -75,6 +75,10 @@ def test_network_option_mismatch_names_the_first_differing_option():
     other = dataclasses.replace(cfg, patch_size=8)
     assert network_option_mismatch({TOOLKIT_KEY: record}, other) == \
         "--arch vit_t4 (this run: vit_t8)"
+    assert network_option_mismatch({TOOLKIT_KEY: record},
+                                   dataclasses.replace(cfg, depth=12)) is None  # the arch's own
+    assert network_option_mismatch({TOOLKIT_KEY: record}, dataclasses.replace(cfg, depth=6)) == \
+        "--depth 12 (this run: 6)"
     error = RuntimeError("Error(s) in loading state_dict for M:\n\tsize mismatch for w: a, b")
     assert first_reason(error) == "Error(s) in loading state_dict for M: size mismatch for w: a, b"
     assert first_reason(ValueError("one line")) == "one line"
