@@ -101,7 +101,8 @@ class OfficialStep:
         if not dist.is_initialized():  # official DINOLoss all-reduces the centre
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
             os.environ.setdefault("MASTER_PORT", "29541")
-            dist.init_process_group("gloo", rank=0, world_size=1)
+            dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo", rank=0,
+                                    world_size=1)
         import main_dino
         import utils
         import vision_transformer as vits
@@ -118,10 +119,13 @@ class OfficialStep:
         self.teacher = utils.MultiCropWrapper(teacher, vits.DINOHead(192, cfg.out_dim))
         self.student.load_state_dict(state)
         self.teacher.load_state_dict(state)
+        self.device = torch.device(cfg.device)
+        self.student.to(self.device)
+        self.teacher.to(self.device)
         for p in self.teacher.parameters():
             p.requires_grad = False
         self.loss = main_dino.DINOLoss(cfg.out_dim, cfg.local_crops_number + 2, 0.04, 0.04, 0,
-                                       cfg.epochs)
+                                       cfg.epochs).to(self.device)
         self.optimizer = torch.optim.AdamW(utils.get_params_groups(self.student))
         self.schedules, self.cfg = schedules, cfg
 
@@ -130,6 +134,7 @@ class OfficialStep:
             group["lr"] = self.schedules.lr[it]
             if i == 0:
                 group["weight_decay"] = self.schedules.weight_decay[it]
+        images = [im.to(self.device, non_blocking=True) for im in images]
         teacher_output = self.teacher(images[:2])
         student_output = self.student(images)
         loss = self.loss(student_output, teacher_output, 0)
@@ -161,7 +166,8 @@ class StandInStep(OfficialStep):
             for blk in m.backbone.blocks:
                 blk.attn.fused_attn = False
             m.load_state_dict(state)
-            return m
+            return m.to(self.device)
+        self.device = torch.device(cfg.device)
         self.student, self.teacher = net(), net()
         for p in self.teacher.parameters():
             p.requires_grad = False
@@ -181,7 +187,8 @@ class _PairwiseLoss:
 
     def __call__(self, s, t, epoch):
         import torch.nn.functional as F
-        self.center = torch.zeros(1, t.shape[1]) if self.center is None else self.center
+        self.center = torch.zeros(1, t.shape[1], device=t.device) if self.center is None \
+            else self.center
         s = (s / 0.1).chunk(self.ncrops)
         q = F.softmax((t - self.center) / 0.04, dim=-1).detach().chunk(2)
         total, n = 0, 0
@@ -215,14 +222,19 @@ class _LoopUtils:
 
 # -- measurement --------------------------------------------------------------------------------
 def interleaved(baseline, trainer, batches, warmup: int) -> dict[str, list[float]]:
-    """Baseline step i, then our step i, alternately: on a shared CPU, both see the same load."""
+    """Baseline step i, then our step i, alternately: on a shared CPU, both see the same load.
+    On a GPU each step ends with a device sync, so that no queued work is timed in the next."""
     r: dict[str, list[float]] = {"base_loss": [], "our_loss": [], "base_t": [], "our_t": []}
+    sync = torch.cuda.synchronize if trainer.rt.device.type == "cuda" else (lambda: None)
     for i, images in enumerate(batches):
+        sync()
         t0 = time.perf_counter()
         r["base_loss"].append(baseline(images, i))
+        sync()
         t1 = time.perf_counter()
         r["our_loss"].append(train_step(trainer, images))
         trainer.state.step += 1
+        sync()
         t2 = time.perf_counter()
         if i >= warmup:
             r["base_t"].append(t1 - t0)
@@ -266,10 +278,15 @@ def main() -> None:
     if args.device == "cpu":
         keep_freed_memory()  # as dino-train does; in-process, so the baseline gets it too
     torch.manual_seed(0)
-    data = Path(args.data) if args.data else synthetic_images(4 * args.batch)
+    n = args.warmup + args.steps
+    # the timed steps need n distinct batches, and the loader part 5 more from a second epoch
+    data = Path(args.data) if args.data else synthetic_images(max(n, 5) * args.batch)
     out = Path(tempfile.mkdtemp(prefix="bench_train_out_"))
     cfg = make_config(args, data, out)
-    n = args.warmup + args.steps
+    available = len(scan_folder(cfg.data_path).samples) // args.batch
+    if available < max(n, 5):
+        sys.exit(f"bench_train: {cfg.data_path} holds {available} full batches of {args.batch}; "
+                 f"--warmup + --steps need {max(n, 5)}")
     rt = Runtime(torch.device(args.device), args.precision, D.DistInfo())
     trainer = build_trainer(cfg, rt)
     state = trainer.nets.student_module.state_dict()
@@ -323,6 +340,12 @@ def report(args, name, r: dict[str, list[float]], data: dict[str, float]) -> Non
     print(f"  fed by the real DataLoader ({args.num_workers} worker, 4 consecutive steps): "
           f"{args.batch / data['step_s']:.2f} images/s ({data['step_s']:.2f} s/step), "
           f"{100 * data['wait_share']:.1f}% of the time waiting for a batch")
+    # those few steps can be served by batches the workers made together at the start; over a
+    # long run they cannot make more than this (each worker builds whole batches, one at a time)
+    ceiling = max(args.num_workers, 1) * args.batch / data["batch_cpu_s"]
+    print(f"  steady state: {max(args.num_workers, 1)} worker(s) make at most {ceiling:.0f} "
+          f"images/s; ours at {o_ips:.0f} images/s needs at least "
+          f"{int(np.ceil(o_ips * data['batch_cpu_s'] / args.batch))} worker(s) on free cores")
     rel = [abs(a - b) / abs(b) for a, b in zip(our_losses, base_losses)]
     print("loss per step (baseline / ours / rel. diff):")
     for i, (a, b, r) in enumerate(zip(base_losses, our_losses, rel)):
