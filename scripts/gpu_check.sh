@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # One command for the checks that need a CUDA GPU:  bash scripts/gpu_check.sh [SECTION...]
 # Each area has its own section below, between its BEGIN/END markers (training, export, runtime;
-# name some to run only those). Every section runs, also after an earlier one failed; the script ends with one line per section and exits 1 if any
-# failed. Output files: $GPU_CHECK_OUT (default gpu_check_out). Python: $PY (default the
-# project's .venv, else python3). The official repository for the training baseline:
+# name some to run only those). Every section runs, also after an earlier one failed; the
+# script ends with one line per section and exits 1 if any failed. Output files:
+# $GPU_CHECK_OUT (default gpu_check_out). Python: $PY (default the project's .venv, else
+# python3). The official repository for the training baseline:
 # $OFFICIAL_REPO (optional; without it an in-repo stand-in written the official way is timed).
 # The video for the end-to-end runtime check: $DINO_VIDEO (default ../shared/data's dog video).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+SECTIONS=("$@")
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(training export runtime)
+for SECTION in "${SECTIONS[@]}"; do
+    case "$SECTION" in
+        training|export|runtime) ;;
+        *) echo "gpu_check: no section '$SECTION' (training, export, runtime)" >&2; exit 2 ;;
+    esac
+done
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 OUT=${GPU_CHECK_OUT:-gpu_check_out}
@@ -181,11 +190,7 @@ return $FAIL
 # ===== END runtime =====
 
 FAILED=()
-SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(training export runtime)
-for SECTION in "${SECTIONS[@]}"; do
-    declare -F "section_$SECTION" >/dev/null || { echo "gpu_check: no section '$SECTION' (training, export, runtime)"; exit 2; }
-done
+: > "$OUT/sections.txt"
 for SECTION in "${SECTIONS[@]}"; do
     ( set -e; "section_$SECTION" )
     RC=$?
