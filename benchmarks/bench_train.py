@@ -42,6 +42,7 @@ from dino_train.cpu_tuning import keep_freed_memory
 from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
 from dino_train.train import Runtime, TrainConfig, build_trainer, train_step
 from dino_train import distributed as D
+from dino_train.errors import UserError
 
 
 def parse_args() -> argparse.Namespace:
@@ -357,4 +358,7 @@ def report(args, name, r: dict[str, list[float]], data: dict[str, float]) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as e:  # a wrong --data or --official-repo: one line, not a traceback
+        sys.exit(f"bench_train: {e}")
