@@ -151,6 +151,10 @@ class TrainConfig:
         except ValueError as e:
             raise UserError(str(e)) from None
 
+    def resolved_depth(self) -> int:
+        """``--depth``, or the arch's own number of blocks when none is given."""
+        return self.depth or self.resolved_arch().family.depth
+
     def crops(self) -> CropConfig:
         return CropConfig(tuple(self.global_crops_scale), tuple(self.local_crops_scale),
                           self.local_crops_number, self.global_crop_size, self.local_crop_size,
@@ -472,7 +476,7 @@ def checkpoint_dict(t: Trainer, rng_states: list[dict]) -> dict[str, Any]:
             "arch": arch.family.name, "short_name": arch.short_name,
             "patch_size": arch.patch_size, "num_heads": arch.family.num_heads,
             "embed_dim": arch.family.embed_dim,
-            "depth": t.cfg.depth or arch.family.depth,
+            "depth": t.cfg.resolved_depth(),
             "step": t.state.step, "epoch": t.state.epoch, "step_in_epoch": t.state.step_in_epoch,
             "skipped_files": t.state.skipped_files,
             "world_size": t.rt.dist.world_size, "precision": t.rt.precision,
@@ -518,8 +522,8 @@ def network_option_mismatch(ckpt: dict[str, Any], cfg: TrainConfig) -> str | Non
         short = (ckpt[TOOLKIT_KEY].get("short_name"), cfg.resolved_arch().short_name)
         if short[0] != short[1]:
             return f"--arch {short[0]} (this run: {short[1]})"
-    depth = (ckpt[TOOLKIT_KEY].get("depth"), cfg.depth or cfg.resolved_arch().family.depth)
-    if depth[0] is not None and depth[0] != depth[1]:  # resolved: None means the arch's own
+    depth = (ckpt[TOOLKIT_KEY].get("depth"), cfg.resolved_depth())
+    if depth[0] is not None and depth[0] != depth[1]:
         return f"--depth {depth[0]} (this run: {depth[1]})"
     for name in NETWORK_OPTIONS:
         if name in written and written[name] != getattr(cfg, name):
