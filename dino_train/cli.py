@@ -117,6 +117,11 @@ def official_options(f: Callable) -> Callable:
 @click.option("--depth", type=int, default=None, help="number of blocks [default: the arch's]")
 @click.option("--video-stride", type=int, default=15, show_default=True,
               help="use every Nth frame of the videos in the data folder")
+@click.option("--augmentation", type=click.Choice(["pil", "batched"]), default="pil",
+              show_default=True,
+              help="pil: the official per-image PIL views, made by the loader workers; batched: "
+                   "the same transforms on whole batches, made on the training device (workers "
+                   "only decode; bilinear resampling: see dino_train/batched_augment.py)")
 @click.option("--deterministic-crops", is_flag=True, default=False,
               help="resize instead of random crops and colour changes (parity tests)")
 @click.option("--knn-train-data", type=str, default=None,

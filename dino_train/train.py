@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from . import distributed as D
 from .archs import Arch, resolve_arch
+from .batched_augment import BatchedMultiCrop, SourceImage, collate_sources
 from .cpu_tuning import keep_freed_memory
 from .data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDataset,
                    build_loader, scan_folder, steps_per_epoch)
@@ -43,6 +44,7 @@ from .train_checkpoint import (FORMAT_VERSION, TOOLKIT_KEY, atomic_save, atomic_
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_WORKER_NICENESS = 19   # data workers yield the cores to the training threads on CPU
 DEVICES = ("auto", "cpu", "cuda")
+AUGMENTATIONS = ("pil", "batched")
 
 
 @dataclass
@@ -101,6 +103,7 @@ class TrainConfig:
     ibot_mask_probability: float = 0.5          # share of global crops that are masked
     ibot_mask_ratio: tuple[float, float] = (0.1, 0.5)  # share of a masked crop's patches
     random_crops: bool = True      # False: deterministic views (parity and DDP tests)
+    augmentation: str = "pil"      # pil: per image in the workers; batched: per batch, on device
     knn_train_data: str | None = None
     knn_val_data: str | None = None
     knn_every_steps: int = 0
@@ -115,6 +118,8 @@ class TrainConfig:
             (self.precision in PRECISIONS, f"--precision {self.precision!r}: choose one of "
                                            f"{', '.join(PRECISIONS)}"),
             (self.device in DEVICES, f"--device {self.device!r}: choose one of {', '.join(DEVICES)}"),
+            (self.augmentation in AUGMENTATIONS, f"--augmentation {self.augmentation!r}: choose "
+                                                 f"one of {', '.join(AUGMENTATIONS)}"),
             (self.batch_size_per_gpu >= 1, "--batch-size-per-gpu must be at least 1"),
             (self.epochs >= 1, "--epochs must be at least 1"),
             (0 <= self.warmup_epochs <= self.epochs, "--warmup-epochs must be in [0, epochs]"),
@@ -318,6 +323,7 @@ class Trainer:
     sampler: EpochSampler
     skipped_at_scan: int
     ibot: IBOTPatchLoss | None = None  # with --ibot-loss-weight: the mask token and its loss
+    augment: BatchedMultiCrop | None = None  # with --augmentation batched: makes the views
     state: TrainState = field(default_factory=TrainState)
     last_terms: dict[str, float] = field(default_factory=dict)  # the last step's extra terms
 
@@ -331,7 +337,11 @@ def build_trainer(cfg: TrainConfig, rt: Runtime) -> Trainer:
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
     scan = scan_folder(cfg.data_path, cfg.video_stride)
-    dataset = MultiCropDataset(scan.samples, MultiCropAugmentation(cfg.crops()), cfg.seed)
+    batched = cfg.augmentation == "batched"
+    # batched: the workers only decode; the views are made on the device (make_views)
+    transform = (SourceImage(2 * cfg.global_crop_size) if batched
+                 else MultiCropAugmentation(cfg.crops()))
+    dataset = MultiCropDataset(scan.samples, transform, cfg.seed)
     ipe = steps_per_epoch(len(dataset), cfg.batch_size_per_gpu, rt.dist.world_size)
     if ipe == 0:
         raise UserError(f"{cfg.data_path}: {len(dataset)} images is fewer than one batch of "
@@ -341,7 +351,8 @@ def build_trainer(cfg: TrainConfig, rt: Runtime) -> Trainer:
                            cfg.batch_size_per_gpu)
     loader = build_loader(dataset, sampler, cfg.batch_size_per_gpu, cfg.num_workers,
                           pin_memory=rt.device.type == "cuda",
-                          worker_niceness=CPU_WORKER_NICENESS if rt.device.type == "cpu" else 0)
+                          worker_niceness=CPU_WORKER_NICENESS if rt.device.type == "cpu" else 0,
+                          collate_fn=collate_sources if batched else None)
     nets = build_networks(cfg, rt)
     ibot = build_ibot(cfg, rt)
     groups = params_groups(nets.student)
@@ -354,7 +365,8 @@ def build_trainer(cfg: TrainConfig, rt: Runtime) -> Trainer:
                                 cfg.batch_size_per_gpu * rt.dist.world_size)
     torch.manual_seed(cfg.seed + rt.dist.rank)  # stochastic depth differs between processes
     return Trainer(cfg, rt, nets, build_loss(cfg, rt), optimizer, scaler, schedules, loader,
-                   sampler, len(scan.skipped), ibot)
+                   sampler, len(scan.skipped), ibot,
+                   BatchedMultiCrop(cfg.crops()) if batched else None)
 
 
 # -- one step -----------------------------------------------------------------------------------
@@ -433,6 +445,18 @@ def backward_and_step(t: Trainer, loss: torch.Tensor, epoch: int) -> None:
     else:
         t.scaler.step(t.optimizer)
         t.scaler.update()
+
+
+def make_views(t: Trainer, batch: Any) -> list[torch.Tensor]:
+    """A loader batch -> the crops: as they are (PIL views, made by the workers), or made here,
+    on the device, from the decoded images (``--augmentation batched``), with draws seeded by
+    (seed, step, rank) so that a resumed run makes the same views."""
+    if t.augment is None:
+        return batch
+    images, sizes = batch
+    seed = np.random.SeedSequence([t.cfg.seed, t.state.step, t.rt.dist.rank]).generate_state(1)
+    generator = torch.Generator().manual_seed(int(seed[0]))
+    return t.augment(images.to(t.rt.device, non_blocking=True), sizes, generator)
 
 
 def train_step(t: Trainer, crops: list[torch.Tensor]) -> float:
@@ -666,8 +690,9 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: _Progress, started: float) ->
     t.sampler.set_epoch(t.state.epoch)
     t.sampler.start_batch = t.state.step_in_epoch
     meter, last = IntervalMeter(), time.perf_counter()
-    for crops, skipped in t.loader:
-        data_time = time.perf_counter() - last
+    for batch, skipped in t.loader:
+        crops = make_views(t, batch)
+        data_time = time.perf_counter() - last  # waiting for the loader, and making the views
         t.state.skipped_files += int(skipped.sum())
         loss = train_step(t, crops)
         t.state.step += 1

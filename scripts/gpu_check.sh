@@ -40,17 +40,22 @@ rs = np.random.RandomState(0)
 for i in range(2048):  # 32 steps per epoch: the 30 timed ones see no epoch restart
     Image.fromarray(rs.randint(0, 256, (256, 320, 3), dtype=np.uint8)).save(f"{sys.argv[1]}/{i}.jpg")
 PYEOF
-for PREC in fp32 bf16 fp16; do
-    RUN="$OUT/train_$PREC"
+# PIL views made by 8 workers (the default), then bf16 with the views made on the GPU
+for RUNSPEC in fp32:pil bf16:pil fp16:pil bf16:batched; do
+    PREC=${RUNSPEC%%:*} AUG=${RUNSPEC##*:}
+    RUN="$OUT/train_${PREC}_$AUG"
     rm -rf "$RUN"
     "$PY" -m dino_train.cli --arch vit_s16 --data-path "$TRAIN_DATA" --output-dir "$RUN" \
-        --device cuda --precision "$PREC" --batch-size-per-gpu 64 --num-workers 8 \
-        --max-steps 30 --log-every 10 --no-progress
+        --device cuda --precision "$PREC" --augmentation "$AUG" --batch-size-per-gpu 64 \
+        --num-workers 8 --max-steps 30 --log-every 10 --no-progress
     "$PY" -c "import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]; \
 print(f'{sys.argv[2]}: {r[\"images_per_s\"]:.1f} images/s (steps 21-30), loss {r[\"loss\"]:.4f}, data share {100*r[\"data_share\"]:.1f}%')" \
-        "$RUN/log.jsonl" "$PREC" | tee -a "$OUT/train_summary.txt"
+        "$RUN/log.jsonl" "$PREC, --augmentation $AUG" | tee -a "$OUT/train_summary.txt"
     rm -f "$RUN"/checkpoint*.pth
 done
+echo "== training: making the views, PIL per image (1 worker thread) vs batched on the GPU"
+"$PY" benchmarks/bench_augment.py --data "$TRAIN_DATA" --device cuda --batches 10 \
+    | tee -a "$OUT/train_summary.txt"
 rm -rf "$TRAIN_DATA"
 echo "== training: the official step (fp32 eager) against ours, same batches, ViT-Tiny/16, batch 64"
 OFFICIAL=()

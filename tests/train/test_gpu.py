@@ -36,3 +36,30 @@ def test_fp16_checkpoint_has_the_grad_scaler(tmp_path):
                                 str(tmp_path / "o"), "--device", "cuda", "--max-steps", "2"]) == 0
     ckpt = load_pickle_checkpoint(tmp_path / "o" / "checkpoint.pth")
     assert "fp16_scaler" in ckpt and ckpt["dino_edge"]["precision"] == "fp16"  # auto on CUDA
+
+
+def test_batched_views_on_cuda_match_the_cpu_views():
+    from dino_train.batched_augment import BatchedMultiCrop
+    from dino_train.data import CropConfig
+    cfg = CropConfig(global_crop_size=32, local_crop_size=16, local_crops_number=2)
+    images = torch.randint(0, 256, (8, 3, 40, 48), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(0))
+    sizes = torch.tensor([[40, 48]] * 8)
+    views = BatchedMultiCrop(cfg)
+    cpu = views(images, sizes, torch.Generator().manual_seed(3))
+    gpu = views(images.cuda(), sizes, torch.Generator().manual_seed(3))  # draws stay on the CPU
+    for a, b in zip(cpu, gpu):
+        assert b.device.type == "cuda"
+        torch.testing.assert_close(b.cpu(), a, atol=1e-4, rtol=0)
+
+
+def test_cuda_training_with_batched_views(tmp_path):
+    images = write_images(tmp_path / "images", 16)
+    args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
+    code = _run(train_command, [*args, "--data_path", str(images), "--output_dir",
+                                str(tmp_path / "o"), "--device", "cuda", "--precision", "bf16",
+                                "--augmentation", "batched", "--max-steps", "4",
+                                "--num_workers", "2"])
+    assert code == 0
+    got = losses(tmp_path / "o")
+    assert sorted(got) == [1, 2, 3, 4] and all(math.isfinite(v) for v in got.values())

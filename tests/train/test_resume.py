@@ -22,7 +22,9 @@ STEPS = 14
     ["--koleo-loss-weight", "0.1", "--centering", "sinkhorn_knopp"],
     # iBOT: the mask token, its centre and the masks' RNG
     ["--ibot-loss-weight", "1"],
-], ids=["dino", "koleo-sinkhorn", "ibot"])
+    # views made from the batch in the training process, drawn from (seed, step, rank)
+    ["--augmentation", "batched"],
+], ids=["dino", "koleo-sinkhorn", "ibot", "batched-views"])
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, options):
     images = write_images(tmp_path / "images", 16)  # 4 steps per epoch: resumes cross epochs
     common = [*TINY_ARGS, "--data_path", str(images), "--ckpt-every-steps", "3",
