@@ -40,7 +40,8 @@ import torch
 
 from dino_train.cpu_tuning import keep_freed_memory
 from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
-from dino_train.train import Runtime, TrainConfig, build_trainer, train_step
+from dino_train.batched_augment import BatchedMultiCrop, SourceImage, collate_sources
+from dino_train.train import Runtime, TrainConfig, build_trainer, make_views, train_step
 from dino_train import distributed as D
 from dino_train.errors import UserError
 
@@ -59,6 +60,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile our backbones")
     p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--device", default="cpu")
+    p.add_argument("--augmentation", default="pil", choices=["pil", "batched"],
+                   help="how the loader part makes its views (the timed comparison always "
+                        "feeds both steps the same PIL views)")
     return p.parse_args()
 
 
@@ -77,7 +81,7 @@ def make_config(args: argparse.Namespace, data: Path, out: Path) -> TrainConfig:
         local_crops_number=args.local_crops, drop_path_rate=0.0, data_path=str(data),
         output_dir=str(out), num_workers=args.num_workers, device=args.device,
         precision=args.precision, compile=args.compile, depth=args.depth, progress=False,
-        epochs=100, warmup_epochs=10)
+        epochs=100, warmup_epochs=10, augmentation=args.augmentation)
 
 
 def fixed_batches(cfg: TrainConfig, n: int) -> list[list[torch.Tensor]]:
@@ -247,12 +251,23 @@ def interleaved(baseline, trainer, batches, warmup: int) -> dict[str, list[float
 
 
 def batch_cpu_seconds(cfg: TrainConfig, n: int = 2) -> float:
-    """CPU seconds that decoding and augmenting one batch costs on one thread (as in a worker)."""
+    """CPU seconds that decoding and augmenting one batch costs on one thread (as in a worker;
+    with ``--augmentation batched``: decoding in the worker, plus the views when on the CPU)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         t0 = time.process_time()
-        fixed_batches(cfg, n)
+        if cfg.augmentation == "batched":
+            src = MultiCropDataset(scan_folder(cfg.data_path).samples,
+                                   SourceImage(2 * cfg.global_crop_size), cfg.seed)
+            views = BatchedMultiCrop(cfg.crops())
+            for b in range(n):
+                keys = range(b * cfg.batch_size_per_gpu, (b + 1) * cfg.batch_size_per_gpu)
+                (images, sizes), _ = collate_sources([src[(0, k)] for k in keys])
+                if cfg.device == "cpu":  # on a GPU the views are made there, not by a CPU
+                    views(images, sizes, torch.Generator().manual_seed(b))
+        else:
+            fixed_batches(cfg, n)
         return (time.process_time() - t0) / n
     finally:
         torch.set_num_threads(threads)
@@ -264,7 +279,8 @@ def from_loader(trainer, steps: int) -> dict[str, float]:
     trainer.sampler.set_epoch(1)
     waits, total, n = 0.0, 0.0, 0
     last = time.perf_counter()
-    for i, (crops, _) in enumerate(trainer.loader):
+    for i, (batch, _) in enumerate(trainer.loader):
+        crops = make_views(trainer, batch)  # batched views: made here, counted as waiting
         wait = time.perf_counter() - last
         train_step(trainer, crops)
         trainer.state.step += 1
@@ -338,8 +354,8 @@ def report(args, name, r: dict[str, list[float]], data: dict[str, float]) -> Non
           f"(fastest steps); steps interleaved baseline/ours, load average {os.getloadavg()[0]:.2f}")
     cores = os.cpu_count() or 1
     our_step = float(np.median(our_times))
-    print(f"data loading: one batch costs {data['batch_cpu_s']:.2f} CPU s (decode + augment, 1 "
-          f"thread) = {100 * data['batch_cpu_s'] / (cores * our_step):.1f}% of the CPU time of "
+    print(f"data loading ({args.augmentation} views): one batch costs {data['batch_cpu_s']:.2f} "
+          f"CPU s (decode + augment, 1 thread) = {100 * data['batch_cpu_s'] / (cores * our_step):.1f}% of the CPU time of "
           f"one of our steps ({cores} cores x {our_step:.2f} s)")
     print(f"  fed by the real DataLoader ({args.num_workers} worker, 4 consecutive steps): "
           f"{args.batch / data['step_s']:.2f} images/s ({data['step_s']:.2f} s/step), "

@@ -60,7 +60,7 @@ rm -rf "$TRAIN_DATA"
 echo "== training: the official step (fp32 eager) against ours, same batches, ViT-Tiny/16, batch 64"
 OFFICIAL=()
 [ -n "${OFFICIAL_REPO:-}" ] && OFFICIAL=(--official-repo "$OFFICIAL_REPO")
-for EXTRA in "" "--compile"; do
+for EXTRA in "" "--compile" "--augmentation batched"; do
     "$PY" benchmarks/bench_train.py --device cuda --precision bf16 --batch 64 --steps 10 \
         --warmup 3 --num-workers 8 "${OFFICIAL[@]}" $EXTRA | tee -a "$OUT/train_summary.txt"
 done
