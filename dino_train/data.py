@@ -206,7 +206,8 @@ class MultiCropAugmentation:
 
 # -- dataset and sampler ------------------------------------------------------------------------
 class MultiCropDataset(Dataset):
-    """Indexed by ``(epoch, index)`` (see :class:`EpochSampler`); returns (crops, files skipped).
+    """Indexed by ``(epoch, index)`` (see :class:`EpochSampler`); returns (the transform's
+    output, files skipped): the crops, or with ``--augmentation batched`` the decoded image.
 
     An unreadable sample is replaced by the next readable one, with a warning; the count of
     skipped files travels with the batch so that the training log can report it.
