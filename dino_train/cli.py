@@ -104,6 +104,10 @@ def official_options(f: Callable) -> Callable:
 @click.option("--head-bottleneck-dim", type=click.IntRange(min=1), default=256,
               show_default=True,
               help="width of the head's L2-normalised bottleneck (official: 256, fixed)")
+@click.option("--momentum-teacher-end", type=float, default=1.0, show_default=True,
+              help="final EMA momentum of the teacher (official: 1, fixed; DINOv2's "
+                   "final_momentum_teacher). Below 1 the teacher keeps following the student "
+                   "to the end of a short schedule")
 @click.option("--koleo-loss-weight", type=click.FloatRange(min=0), default=0.0,
               show_default=True,
               help="weight of DINOv2's KoLeo term on the student [CLS] features (DINOv2: 0.1)")

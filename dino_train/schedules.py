@@ -49,11 +49,14 @@ class Schedules:
 
 def build_schedules(lr: float, min_lr: float, warmup_epochs: int, weight_decay: float,
                     weight_decay_end: float, momentum_teacher: float, epochs: int,
-                    iters_per_epoch: int, total_batch: int) -> Schedules:
-    """The official schedules; ``lr`` is for a batch of 256 and scaled linearly to ``total_batch``."""
+                    iters_per_epoch: int, total_batch: int,
+                    momentum_teacher_end: float = 1.0) -> Schedules:
+    """The official schedules; ``lr`` is for a batch of 256 and scaled linearly to ``total_batch``.
+    The teacher momentum goes from ``momentum_teacher`` to ``momentum_teacher_end`` (official: 1,
+    fixed; DINOv2's ``final_momentum_teacher``)."""
     return Schedules(
         lr=cosine_schedule(lr * total_batch / 256.0, min_lr, epochs, iters_per_epoch,
                            warmup_epochs=warmup_epochs),
         weight_decay=cosine_schedule(weight_decay, weight_decay_end, epochs, iters_per_epoch),
-        momentum=cosine_schedule(momentum_teacher, 1.0, epochs, iters_per_epoch),
+        momentum=cosine_schedule(momentum_teacher, momentum_teacher_end, epochs, iters_per_epoch),
         iters_per_epoch=iters_per_epoch)

@@ -59,6 +59,7 @@ class TrainConfig:
     head_bottleneck_dim: int = 256
     norm_last_layer: bool = True
     momentum_teacher: float = 0.996
+    momentum_teacher_end: float = 1.0  # the official schedule's fixed end (DINOv2 exposes it)
     use_bn_in_head: bool = False
     warmup_teacher_temp: float = 0.04
     teacher_temp: float = 0.04
@@ -126,6 +127,8 @@ class TrainConfig:
             (0 <= self.warmup_teacher_temp_epochs <= self.epochs,
              "--warmup-teacher-temp-epochs must be in [0, epochs]"),
             (self.out_dim >= 1, "--out-dim must be at least 1"),
+            (0 <= self.momentum_teacher <= 1 and 0 <= self.momentum_teacher_end <= 1,
+             "--momentum-teacher and --momentum-teacher-end must be in [0, 1]"),
             (self.head_hidden_dim >= 1 and self.head_bottleneck_dim >= 1,
              "--head-hidden-dim and --head-bottleneck-dim must be at least 1"),
             (self.centering in CENTERINGS, f"--centering {self.centering!r}: choose one of "
@@ -362,7 +365,8 @@ def build_trainer(cfg: TrainConfig, rt: Runtime) -> Trainer:
     scaler = torch.amp.GradScaler(rt.device.type) if rt.precision == "fp16" else None
     schedules = build_schedules(cfg.lr, cfg.min_lr, cfg.warmup_epochs, cfg.weight_decay,
                                 cfg.weight_decay_end, cfg.momentum_teacher, cfg.epochs, ipe,
-                                cfg.batch_size_per_gpu * rt.dist.world_size)
+                                cfg.batch_size_per_gpu * rt.dist.world_size,
+                                momentum_teacher_end=cfg.momentum_teacher_end)
     torch.manual_seed(cfg.seed + rt.dist.rank)  # stochastic depth differs between processes
     return Trainer(cfg, rt, nets, build_loss(cfg, rt), optimizer, scaler, schedules, loader,
                    sampler, len(scan.skipped), ibot,
