@@ -689,7 +689,56 @@ def should_stop(t: Trainer, started: float) -> str | None:
     return None
 
 
-def run_epoch(t: Trainer, log: JsonlLog, progress: _Progress, started: float) -> str | None:
+def budget_warning(cfg: TrainConfig, seconds_per_step: float, step: int, total_steps: int,
+                   seconds_left: float, iters_per_epoch: int) -> str | None:
+    """With ``--max-minutes``: a warning when, at ``seconds_per_step``, the time left ends the
+    run before its schedule does (the lr, weight decay and teacher momentum span ``--epochs``;
+    a cut schedule leaves the lr high and the teacher behind the student)."""
+    steps_left = total_steps - step
+    if (cfg.max_minutes is None or steps_left <= 0 or seconds_per_step <= 0
+            or (cfg.max_steps is not None and cfg.max_steps < total_steps)):
+        return None
+    reachable = step + int(seconds_left / seconds_per_step)
+    if reachable >= total_steps:
+        return None
+    fit = reachable // iters_per_epoch
+    advice = (f"pass --epochs {fit} (and the epoch options that depend on it) to finish it"
+              if fit >= max(1, cfg.warmup_epochs, cfg.warmup_teacher_temp_epochs)
+              else "lower --epochs or raise --max-minutes to finish it")
+    return (f"at the speed so far the {total_steps}-step schedule needs about "
+            f"{steps_left * seconds_per_step / 60:.0f} more minutes, but --max-minutes "
+            f"{cfg.max_minutes:g} stops it near step {reachable}; {advice} "
+            "(README: Short runs)")
+
+
+class BudgetCheck:
+    """Times ``span`` steps of this invocation, after the first ``skip`` (they include warming
+    up), and then warns once if the schedule will not fit (:func:`budget_warning`)."""
+
+    skip, span = 10, 40
+
+    def __init__(self, t: Trainer, started: float) -> None:
+        self.begin = t.state.step + self.skip
+        self.end = self.begin + self.span
+        self.started, self.mark = started, None
+
+    def after_step(self, t: Trainer) -> None:
+        if t.cfg.max_minutes is None or t.state.step > self.end or not t.rt.dist.is_main:
+            return
+        now = time.perf_counter()
+        if t.state.step == self.begin:
+            self.mark = now
+        elif t.state.step == self.end and self.mark is not None:
+            message = budget_warning(t.cfg, (now - self.mark) / (self.end - self.begin),
+                                     t.state.step, t.schedules.total_iters,
+                                     60 * t.cfg.max_minutes - (now - self.started),
+                                     t.schedules.iters_per_epoch)
+            if message:
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def run_epoch(t: Trainer, log: JsonlLog, progress: _Progress, started: float,
+              budget: BudgetCheck | None = None) -> str | None:
     """Train the rest of the current epoch; returns why it stopped early, if it did."""
     t.sampler.set_epoch(t.state.epoch)
     t.sampler.start_batch = t.state.step_in_epoch
@@ -701,6 +750,8 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: _Progress, started: float) ->
         loss = train_step(t, crops)
         t.state.step += 1
         t.state.step_in_epoch += 1
+        if budget is not None:
+            budget.after_step(t)
         meter.update(loss, len(skipped), data_time, t.last_terms)
         progress.update(loss, float(t.schedules.lr[t.state.step - 1]),
                         meter.images * t.rt.dist.world_size / max(time.perf_counter() - meter.started, 1e-9))
@@ -759,9 +810,10 @@ def _train(t: Trainer) -> RunSummary:
         min(t.cfg.max_steps, t.schedules.total_iters)
     progress, started, stop, last_loss = _Progress(t, total), time.perf_counter(), None, None
     stop = should_stop(t, started)
+    budget = BudgetCheck(t, started)
     try:
         while stop is None and t.state.epoch < t.cfg.epochs:
-            stop = run_epoch(t, log, progress, started)
+            stop = run_epoch(t, log, progress, started, budget)
             if stop is None:
                 t.state.epoch += 1
                 t.state.step_in_epoch = 0
