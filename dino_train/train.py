@@ -631,6 +631,13 @@ class _Progress:
                                  refresh=False)
             self.bar.update(1)
 
+    def warn(self, message: str) -> None:
+        """A ``warning:`` line on stderr, on a line of its own when the bar is shown."""
+        if self.bar is not None:
+            self.bar.write(f"warning: {message}", file=sys.stderr)
+        else:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -689,26 +696,27 @@ def should_stop(t: Trainer, started: float) -> str | None:
     return None
 
 
-def budget_warning(cfg: TrainConfig, seconds_per_step: float, step: int, total_steps: int,
-                   seconds_left: float, iters_per_epoch: int) -> str | None:
+def budget_warning(cfg: TrainConfig, schedules: Schedules, step: int, seconds_per_step: float,
+                   seconds_left: float) -> str | None:
     """With ``--max-minutes``: a warning when, at ``seconds_per_step``, the time left ends the
     run before its schedule does (the lr, weight decay and teacher momentum span ``--epochs``;
     a cut schedule leaves the lr high and the teacher behind the student)."""
-    steps_left = total_steps - step
-    if (cfg.max_minutes is None or steps_left <= 0 or seconds_per_step <= 0
-            or (cfg.max_steps is not None and cfg.max_steps < total_steps)):
+    total = schedules.total_iters
+    if (cfg.max_minutes is None or step >= total or seconds_per_step <= 0
+            or (cfg.max_steps is not None and cfg.max_steps < total)):
         return None
     reachable = step + int(seconds_left / seconds_per_step)
-    if reachable >= total_steps:
+    if reachable >= total:
         return None
-    fit = reachable // iters_per_epoch
+    lr_share = 100 * schedules.lr[reachable] / max(schedules.lr.max(), 1e-30)
+    fit = reachable // schedules.iters_per_epoch
     advice = (f"pass --epochs {fit} (and the epoch options that depend on it) to finish it"
               if fit >= max(1, cfg.warmup_epochs, cfg.warmup_teacher_temp_epochs)
               else "lower --epochs or raise --max-minutes to finish it")
-    return (f"at the speed so far the {total_steps}-step schedule needs about "
-            f"{steps_left * seconds_per_step / 60:.0f} more minutes, but --max-minutes "
-            f"{cfg.max_minutes:g} stops it near step {reachable}; {advice} "
-            "(README: Short runs)")
+    return (f"at the speed so far the {total}-step schedule needs about "
+            f"{(total - step) * seconds_per_step / 60:.0f} more minutes, but --max-minutes "
+            f"{cfg.max_minutes:g} stops it near step {reachable}, with the lr at {lr_share:.0f}% "
+            f"of its peak; {advice} (README: Short runs)")
 
 
 class BudgetCheck:
@@ -717,10 +725,10 @@ class BudgetCheck:
 
     skip, span = 10, 40
 
-    def __init__(self, t: Trainer, started: float) -> None:
+    def __init__(self, t: Trainer, started: float, progress: _Progress) -> None:
         self.begin = t.state.step + self.skip
         self.end = self.begin + self.span
-        self.started, self.mark = started, None
+        self.started, self.progress, self.mark = started, progress, None
 
     def after_step(self, t: Trainer) -> None:
         if t.cfg.max_minutes is None or t.state.step > self.end or not t.rt.dist.is_main:
@@ -729,12 +737,11 @@ class BudgetCheck:
         if t.state.step == self.begin:
             self.mark = now
         elif t.state.step == self.end and self.mark is not None:
-            message = budget_warning(t.cfg, (now - self.mark) / (self.end - self.begin),
-                                     t.state.step, t.schedules.total_iters,
-                                     60 * t.cfg.max_minutes - (now - self.started),
-                                     t.schedules.iters_per_epoch)
+            message = budget_warning(t.cfg, t.schedules, t.state.step,
+                                     (now - self.mark) / (self.end - self.begin),
+                                     60 * t.cfg.max_minutes - (now - self.started))
             if message:
-                print(f"warning: {message}", file=sys.stderr, flush=True)
+                self.progress.warn(message)
 
 
 def run_epoch(t: Trainer, log: JsonlLog, progress: _Progress, started: float,
@@ -810,7 +817,7 @@ def _train(t: Trainer) -> RunSummary:
         min(t.cfg.max_steps, t.schedules.total_iters)
     progress, started, stop, last_loss = _Progress(t, total), time.perf_counter(), None, None
     stop = should_stop(t, started)
-    budget = BudgetCheck(t, started)
+    budget = BudgetCheck(t, started, progress)
     try:
         while stop is None and t.state.epoch < t.cfg.epochs:
             stop = run_epoch(t, log, progress, started, budget)
