@@ -705,7 +705,7 @@ def budget_warning(cfg: TrainConfig, schedules: Schedules, step: int, seconds_pe
     if (cfg.max_minutes is None or step >= total or seconds_per_step <= 0
             or (cfg.max_steps is not None and cfg.max_steps < total)):
         return None
-    reachable = step + int(seconds_left / seconds_per_step)
+    reachable = step + max(0, int(seconds_left / seconds_per_step))
     if reachable >= total:
         return None
     lr_share = 100 * schedules.lr[reachable] / max(schedules.lr.max(), 1e-30)

@@ -41,6 +41,12 @@ def test_warning_names_the_stop_step_the_lr_and_the_epochs_that_fit():
     assert 0 < share < 10 and f"lr at {share}% of its peak" in message
 
 
+def test_time_already_spent_stops_at_the_current_step():
+    cfg = _cfg()
+    message = budget_warning(cfg, _schedules(cfg, 156), 50, 1.0, -5.0)
+    assert message is not None and "near step 50," in message
+
+
 def test_no_epoch_advice_below_the_warmup():
     cfg = _cfg(warmup_epochs=3)
     message = budget_warning(cfg, _schedules(cfg, 100), 10, 1.0, 60)
