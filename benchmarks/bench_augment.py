@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from dino_train.batched_augment import BatchedMultiCrop, SourceImage, collate_sources
+from dino_train.cpu_tuning import cpu_model
 from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
 
 
@@ -93,8 +94,7 @@ def main() -> None:
         med = float(np.median(times))
         return f"  {name:<46} {med * 1e3:8.1f} ms/batch  {args.batch / med:8.0f} images/s"
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), "?") if os.path.exists("/proc/cpuinfo") else "?"
+    cpu = cpu_model()
     gpu = f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""
     print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}  machine: {cpu}, "
           f"{os.cpu_count()} cores{gpu}, torch {torch.__version__}")

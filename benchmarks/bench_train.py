@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dino_train.cpu_tuning import keep_freed_memory
+from dino_train.cpu_tuning import cpu_model, keep_freed_memory
 from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
 from dino_train.batched_augment import BatchedMultiCrop, SourceImage, collate_sources
 from dino_train.train import Runtime, TrainConfig, build_trainer, make_views, train_step
@@ -329,12 +328,7 @@ def report(args, name, r: dict[str, list[float]], data: dict[str, float]) -> Non
         r["base_loss"], r["base_t"], r["our_loss"], r["our_t"]
     b_ips = args.batch / np.median(base_times)
     o_ips = args.batch / np.median(our_times)
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     depth = args.depth or 12
     print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}  machine: {cpu}, "
           f"{os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")

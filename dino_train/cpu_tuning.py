@@ -70,3 +70,15 @@ def will_train_on_cpu(device: str) -> bool:
     if device == "auto":
         return not (os.path.exists("/dev/nvidia0") or os.path.exists("/dev/nvidiactl"))
     return False
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the benchmarks report it (``/proc/cpuinfo``; else the platform's
+    processor or machine type)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+        return platform.processor() or platform.machine() or "?"
