@@ -1,0 +1,92 @@
+"""benchmarks/bench_quality.py: its data preparation, and one tiny run end to end (the recipe's
+options must all be accepted by dino-train, and the gains printed must be the k-NN files'
+difference)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, write_images
+
+SCRIPT = REPO / "benchmarks" / "bench_quality.py"
+_spec = importlib.util.spec_from_file_location("bench_quality", SCRIPT)
+bq = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bq)
+
+
+def _archive(tmp: Path, split: str, per_class: int, seed: int) -> Path:
+    """``cifar10-<split>.tar.gz`` holding ``<split>/<class>/*.jpg``, two classes."""
+    src = tmp / "src"
+    write_images(src / split, 2 * per_class, size=(32, 32), seed=seed, classes=2)
+    out = tmp / "shared" / f"cifar10-{split}.tar.gz"
+    out.parent.mkdir(exist_ok=True)
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(src / split, arcname=split)
+    return out
+
+
+def test_extract_once_and_subset_takes_the_first_images_by_name(tmp_path):
+    archive = _archive(tmp_path, "train", 5, seed=0)
+    work = tmp_path / "work"
+    work.mkdir()
+    train = bq.extract(archive, work, "train")
+    assert sorted(p.name for p in train.iterdir()) == ["class0", "class1"]
+    archive.unlink()  # a second call must not need the archive again
+    assert bq.extract(archive, work, "train") == train
+
+    sub = bq.subset(train, work / "sub", 3)
+    names = sorted(p.name for p in (sub / "class1").iterdir())
+    assert names == sorted(p.name for p in (train / "class1").iterdir())[:3]
+    assert (sub / "class1" / names[0]).resolve() == (train / "class1" / names[0]).resolve()
+    # Rebuilt, not added to, when made again with fewer.
+    assert len(list((bq.subset(train, work / "sub", 2) / "class0").iterdir())) == 2
+    assert len(list((bq.subset(train, work / "mon", 100, strict=False) / "class0").iterdir())) == 5
+    with pytest.raises(SystemExit):
+        bq.subset(train, work / "sub", 6)
+
+
+def test_tiny_run_end_to_end(tmp_path):
+    _archive(tmp_path, "train", 6, seed=0)
+    _archive(tmp_path, "test", 3, seed=1)
+    work = tmp_path / "work"
+    r = subprocess.run(
+        [sys.executable, str(SCRIPT), "--shared-data", str(tmp_path / "shared"), "--work",
+         str(work), "--per-class", "4", "--minutes", "5", "--nb-knn", "2,4", "--",
+         "--max-steps", "2", "--batch_size_per_gpu", "4", "--num_workers", "0", "--no-progress",
+         "--log-every", "1", "--knn-every-steps", "1"],
+        capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr + r.stdout
+    res_run, res_init = (json.loads((work / f"{n}.knn.json").read_text())
+                         for n in ("run", "run_init"))
+    trained = {x["k"]: x["top1"] for x in res_run["results"]}
+    init = {x["k"]: x["top1"] for x in res_init["results"]}
+    assert res_run["train_images"] == res_init["train_images"] == 8  # the 4-per-class bank
+    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]]
+            for line in r.stdout.splitlines() if line[:1].isdigit()}
+    assert sorted(rows) == [2, 4]
+    for k, (before, after, gain) in rows.items():
+        assert before == pytest.approx(init[k], abs=0.006)  # printed with 2 decimals
+        assert after == pytest.approx(trained[k], abs=0.006)
+        assert gain == pytest.approx(trained[k] - init[k], abs=0.006)
+    assert "trained 2 steps" in r.stdout
+    # The monitor ran on the bank and the first test images (3 per class here: all of them).
+    records = [json.loads(x) for x in (work / "run" / "log.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in records if "knn_top1" in x] == [1, 2]
+    assert not (work / "run_init" / "log.jsonl").exists() or not any(
+        "loss" in json.loads(x) for x in (work / "run_init" / "log.jsonl").read_text().splitlines())
+    assert "target +10:" in r.stdout
+
+
+def test_missing_data_is_a_one_line_error(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), "--shared-data", str(tmp_path / "none"),
+                        "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60,
+                       cwd=REPO)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and "cifar10-train.tar.gz" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
