@@ -248,7 +248,7 @@ def _run(command: click.Command, args: list[str] | None = None) -> int:
     except UserError as e:
         click.echo(f"error: {user_message(e)}", err=True)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.exceptions.Abort):  # click turns Ctrl-C into Abort
         click.echo("interrupted; run the same command again to resume", err=True)
         return 130
     return 0

@@ -226,3 +226,17 @@ def test_folder_of_only_corrupt_files_is_one_line_with_workers(tmp_path):
     assert errors == ["error: no readable image in the dataset"]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "checkpoint.pth").exists()
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys):
+    # click's main turns a KeyboardInterrupt raised inside a command into Abort; both must end
+    # as one line, not the traceback the first version printed.
+    import click
+
+    @click.command()
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    assert _run(interrupted, []) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == ["interrupted; run the same command again to resume"]
