@@ -99,15 +99,23 @@ def extract(archive: Path, dest: Path, top: str) -> Path:
     tmp = dest / f".{top}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with tarfile.open(archive) as tar:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
-            tar.extractall(tmp, filter="data")
-        else:
-            for m in tar.getmembers():
-                unsafe = m.name.startswith("/") or ".." in Path(m.name).parts
-                if unsafe or not (m.isdir() or m.isfile()):
-                    fail(f"{archive}: unexpected member {m.name!r}")
-            tar.extractall(tmp)
+    try:
+        with tarfile.open(archive) as tar:
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4
+                tar.extractall(tmp, filter="data")
+            else:
+                for m in tar.getmembers():
+                    unsafe = m.name.startswith("/") or ".." in Path(m.name).parts
+                    if unsafe or not (m.isdir() or m.isfile()):
+                        fail(f"{archive}: unexpected member {m.name!r}")
+                tar.extractall(tmp)
+    except (tarfile.TarError, OSError, EOFError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        fail(f"{archive} could not be extracted ({reason}); check it against SHA256SUMS")
+    if not (tmp / top).is_dir():
+        shutil.rmtree(tmp, ignore_errors=True)
+        fail(f"{archive} has no {top}/ folder")
     shutil.rmtree(out, ignore_errors=True)
     (tmp / top).rename(out)
     tmp.rmdir()
@@ -170,7 +178,8 @@ def main() -> None:
     out = args.work / args.name
     ref = args.work / f"{args.name}_init"
     for d in (out, ref):
-        shutil.rmtree(d, ignore_errors=True)
+        if d.exists():  # never overwrite (or resume) an earlier run's results
+            fail(f"{d} exists: pass another --name, or delete it")
 
     head = [tool("dino-train"), *RECIPE, "--data_path", str(bank)]
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -210,4 +219,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        print("error: interrupted; what the run wrote so far is in --work", file=sys.stderr)
+        sys.exit(130)

@@ -90,3 +90,31 @@ def test_missing_data_is_a_one_line_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and "cifar10-train.tar.gz" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _script(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+
+
+def test_corrupt_archive_is_a_one_line_error_and_leaves_nothing_half_extracted(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "cifar10-train.tar.gz").write_bytes(b"\x1f\x8b not really gzip" * 100)
+    r = _script("--shared-data", str(shared), "--work", str(tmp_path / "w"))
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "could not be extracted" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "w").iterdir()) == []
+
+
+def test_an_earlier_run_is_never_overwritten(tmp_path):
+    _archive(tmp_path, "train", 4, seed=0)
+    _archive(tmp_path, "test", 2, seed=1)
+    earlier = tmp_path / "w" / "run"
+    earlier.mkdir(parents=True)
+    (earlier / "checkpoint.pth").write_bytes(b"earlier results")
+    r = _script("--shared-data", str(tmp_path / "shared"), "--work", str(tmp_path / "w"),
+                "--per-class", "4")
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and "--name" in r.stderr
+    assert (earlier / "checkpoint.pth").read_bytes() == b"earlier results"
