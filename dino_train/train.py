@@ -26,6 +26,7 @@ from . import distributed as D
 from .archs import Arch, resolve_arch
 from .batched_augment import BatchedMultiCrop, SourceImage, collate_sources
 from .cpu_tuning import keep_freed_memory
+from .data import _warn as data_warn
 from .data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDataset,
                    build_loader, scan_folder, steps_per_epoch)
 from .errors import UserError
@@ -636,7 +637,7 @@ class _Progress:
         if self.bar is not None:
             self.bar.write(f"warning: {message}", file=sys.stderr)
         else:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+            data_warn(message)
 
     def close(self) -> None:
         if self.bar is not None:
