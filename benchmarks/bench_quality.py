@@ -4,6 +4,8 @@ same network at random initialisation.
     flock /tmp/heavy.lock python benchmarks/bench_quality.py --work /tmp/quality
     flock /tmp/heavy.lock python benchmarks/bench_quality.py --work /tmp/quality --name s1 \
         -- --seed 1
+    flock /tmp/heavy.lock python benchmarks/bench_quality.py --work /tmp/quality --name rec \
+        --seeds 0,1      # one run per seed (rec_s0, rec_s1), then the gains side by side
 
 What it does, in one run:
 
@@ -15,7 +17,10 @@ What it does, in one run:
 3. makes the reference: the same command with ``--max-steps 0`` (same seed, so the same initial
    backbone), which writes the checkpoint of the untrained network;
 4. runs ``dino-eval knn`` on both (teacher backbone, weighted k-NN with T = 0.07, k = 10, 20, 100,
-   200; bank = the subset, val = the whole test split, images at 32 px) and prints the gains.
+   200; bank = the subset, val = the whole test split, images at 32 px) and prints the gains;
+5. with ``--seeds``, does 2-4 once per seed and prints each seed's gain, their mean and minimum,
+   and the values of k where every seed reaches ``--target``: one seed's gain can differ from
+   another's by a point, so a target is met only where the minimum meets it.
 
 Arguments after ``--`` are added to both dino-train commands and override the recipe's and the
 monitor's (the last value of an option wins); the output folders, ``--max-minutes`` and the
@@ -71,6 +76,10 @@ def parse_args() -> argparse.Namespace:
                    help="test images per class to evaluate on (0: the whole test split)")
     p.add_argument("--nb-knn", default="10,20,100,200", help="values of k (comma-separated)")
     p.add_argument("--target", type=float, default=10.0, help="gain in top-1 points to report on")
+    p.add_argument("--seeds", default=None,
+                   help="comma-separated seeds: one run (NAME_sSEED) per seed, then the gains "
+                        "side by side and where every seed reaches the target (default: one run, "
+                        "NAME, with the recipe's seed 0)")
     p.add_argument("extra", nargs="*", help="after --: more dino-train options")
     return p.parse_args()
 
@@ -164,38 +173,25 @@ def last_step(log_jsonl: Path) -> tuple[int, float | None]:
     return steps[-1]["step"], speeds[len(speeds) // 2]
 
 
-def main() -> None:
-    args = parse_args()
-    if args.minutes <= 0 or args.per_class <= 0 or args.val_per_class < 0:
-        fail("--minutes and --per-class must be positive, --val-per-class not negative")
-    args.work.mkdir(parents=True, exist_ok=True)
-    train = extract(args.shared_data / "cifar10-train.tar.gz", args.work, "train")
-    test = extract(args.shared_data / "cifar10-test.tar.gz", args.work, "test")
-    bank = subset(train, args.work / f"train_{args.per_class}", args.per_class)
-    monitor = subset(test, args.work / "test_monitor", 100, strict=False)
-    if args.val_per_class:
-        test = subset(test, args.work / f"test_{args.val_per_class}", args.val_per_class)
-    out = args.work / args.name
-    ref = args.work / f"{args.name}_init"
-    for d in (out, ref):
-        if d.exists():  # never overwrite (or resume) an earlier run's results
-            fail(f"{d} exists: pass another --name, or delete it")
-
+def one_run(args: argparse.Namespace, name: str, extra: list[str], bank: Path, monitor: Path,
+            test: Path) -> dict[int, float]:
+    """Train ``name`` and its random-init reference, evaluate both, print the block of one run
+    and return the gain at each k."""
+    out = args.work / name
+    ref = args.work / f"{name}_init"
     head = [tool("dino-train"), *RECIPE, "--data_path", str(bank)]
     started = datetime.datetime.now(datetime.timezone.utc)
     train_cmd = head + ["--knn-train-data", str(bank), "--knn-val-data", str(monitor),
-                        "--knn-every-steps", "300", "--knn-max-per-class", "100", *args.extra,
+                        "--knn-every-steps", "300", "--knn-max-per-class", "100", *extra,
                         "--output_dir", str(out), "--max-minutes", str(args.minutes)]
-    run(train_cmd, args.work / f"{args.name}.train.log")
+    run(train_cmd, args.work / f"{name}.train.log")
     trained_for = (datetime.datetime.now(datetime.timezone.utc) - started).total_seconds() / 60
-    run(head + [*args.extra, "--output_dir", str(ref), "--max-steps", "0"],
-        args.work / f"{args.name}_init.train.log")
+    run(head + [*extra, "--output_dir", str(ref), "--max-steps", "0"],
+        args.work / f"{name}_init.train.log")
 
-    after = knn(out / "checkpoint.pth", bank, test, args.work / f"{args.name}.knn.json",
-                args.nb_knn)
-    before = knn(ref / "checkpoint.pth", bank, test, args.work / f"{args.name}_init.knn.json",
+    after = knn(out / "checkpoint.pth", bank, test, args.work / f"{name}.knn.json", args.nb_knn)
+    before = knn(ref / "checkpoint.pth", bank, test, args.work / f"{name}_init.knn.json",
                  args.nb_knn)
-    ks = sorted(after)
     steps, speed = last_step(out / "log.jsonl")
     config = json.loads((out / "config.json").read_text())
 
@@ -208,14 +204,72 @@ def main() -> None:
     print(f"k-NN bank: {bank} ({args.per_class} per class); val: {test}; 32 px, T = 0.07")
     print("k     random init   trained   gain")
     gains = {}
-    for k in ks:
+    for k in sorted(after):
         gains[k] = after[k] - before[k]
         print(f"{k:<5} {before[k]:>11.2f} {after[k]:>9.2f} {gains[k]:>+6.2f}")
-    met = [k for k in ks if gains[k] >= args.target]
-    missed = [k for k in ks if k not in met]
-    print(f"target +{args.target:g}: "
-          + (f"met at k = {', '.join(map(str, met))}" if met else "not met")
-          + (f"; not met at k = {', '.join(map(str, missed))}" if met and missed else ""))
+    print(verdict(args.target, {k: [g] for k, g in gains.items()}), flush=True)
+    return gains
+
+
+def verdict(target: float, gains: dict[int, list[float]]) -> str:
+    """Where every run's gain reaches ``target`` and where not (gains: k -> one per run)."""
+    met = [k for k in sorted(gains) if min(gains[k]) >= target]
+    missed = [k for k in sorted(gains) if k not in met]
+    runs = len(next(iter(gains.values())))
+    where = "" if runs == 1 else f" by each of the {runs} seeds"
+    return (f"target {target:+g}: "
+            + (f"met{where} at k = {', '.join(map(str, met))}" if met else f"not met{where}")
+            + (f"; not met at k = {', '.join(map(str, missed))}" if met and missed else ""))
+
+
+def parse_seeds(text: str | None, extra: list[str]) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        fail(f"--seeds {text!r}: give integers separated by commas, e.g. 0,1")
+    if len(set(seeds)) != len(seeds):
+        fail(f"--seeds {text!r} repeats a seed")
+    if any(a == "--seed" or a.startswith("--seed=") for a in extra):
+        fail("give the seeds with --seeds, not with --seed after --")
+    return seeds
+
+
+def main() -> None:
+    args = parse_args()
+    if args.minutes <= 0 or args.per_class <= 0 or args.val_per_class < 0:
+        fail("--minutes and --per-class must be positive, --val-per-class not negative")
+    seeds = parse_seeds(args.seeds, args.extra)
+    # One run per seed (NAME_sS, each with --seed S after the other options), or one run (NAME)
+    # with the recipe's seed.
+    runs = ([(f"{args.name}_s{s}", [*args.extra, "--seed", str(s)]) for s in seeds]
+            if seeds else [(args.name, args.extra)])
+    for name, _ in runs:
+        for d in (args.work / name, args.work / f"{name}_init"):
+            if d.exists():  # never overwrite (or resume) an earlier run's results
+                fail(f"{d} exists: pass another --name, or delete it")
+    args.work.mkdir(parents=True, exist_ok=True)
+    train = extract(args.shared_data / "cifar10-train.tar.gz", args.work, "train")
+    test = extract(args.shared_data / "cifar10-test.tar.gz", args.work, "test")
+    bank = subset(train, args.work / f"train_{args.per_class}", args.per_class)
+    monitor = subset(test, args.work / "test_monitor", 100, strict=False)
+    if args.val_per_class:
+        test = subset(test, args.work / f"test_{args.val_per_class}", args.val_per_class)
+
+    all_gains: dict[int, list[float]] = {}
+    for i, (name, extra) in enumerate(runs):
+        if i:
+            print()
+        for k, g in one_run(args, name, extra, bank, monitor, test).items():
+            all_gains.setdefault(k, []).append(g)
+    if len(runs) > 1:
+        print(f"\nover seeds {', '.join(map(str, seeds))}:")
+        print("k     " + "".join(f"{'seed ' + str(s):>9}" for s in seeds) + "     mean      min")
+        for k, gs in sorted(all_gains.items()):
+            print(f"{k:<5} " + "".join(f"{g:>+9.2f}" for g in gs)
+                  + f"  {sum(gs) / len(gs):>+7.2f}  {min(gs):>+7.2f}")
+        print(verdict(args.target, all_gains))
 
 
 if __name__ == "__main__":

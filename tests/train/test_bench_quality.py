@@ -118,3 +118,43 @@ def test_an_earlier_run_is_never_overwritten(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and "--name" in r.stderr
     assert (earlier / "checkpoint.pth").read_bytes() == b"earlier results"
+
+
+def test_seeds_run_once_each_and_the_target_is_read_on_the_worst_seed(tmp_path):
+    _archive(tmp_path, "train", 4, seed=0)
+    _archive(tmp_path, "test", 2, seed=1)
+    work = tmp_path / "work"
+    r = _script("--shared-data", str(tmp_path / "shared"), "--work", str(work), "--name", "rec",
+                "--per-class", "4", "--nb-knn", "2,4", "--seeds", "0,1", "--target=-100",
+                "--", "--max-steps", "1", "--batch_size_per_gpu", "4", "--num_workers", "0",
+                "--no-progress", "--knn-every-steps", "0")
+    assert r.returncode == 0, r.stderr + r.stdout
+    gains = {}
+    for seed in (0, 1):
+        config = json.loads((work / f"rec_s{seed}" / "config.json").read_text())
+        assert config["seed"] == seed
+        trained, init = ({x["k"]: x["top1"] for x in json.loads(
+            (work / f"rec_s{seed}{suffix}.knn.json").read_text())["results"]}
+            for suffix in ("", "_init"))
+        gains[seed] = {k: trained[k] - init[k] for k in trained}
+    summary = r.stdout[r.stdout.index("over seeds 0, 1:"):].splitlines()
+    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]]
+            for line in summary if line[:1].isdigit()}
+    assert sorted(rows) == [2, 4]
+    for k, (g0, g1, mean, low) in rows.items():
+        assert g0 == pytest.approx(gains[0][k], abs=0.006)
+        assert g1 == pytest.approx(gains[1][k], abs=0.006)
+        assert mean == pytest.approx((gains[0][k] + gains[1][k]) / 2, abs=0.006)
+        assert low == pytest.approx(min(gains[0][k], gains[1][k]), abs=0.006)
+    assert summary[-1] == "target -100: met by each of the 2 seeds at k = 2, 4"
+
+
+@pytest.mark.parametrize("seeds, extra, reason", [
+    ("0,x", [], "integers"), ("1,1", [], "repeats"), ("0,1", ["--seed", "3"], "--seeds"),
+])
+def test_bad_seeds_are_a_one_line_error(tmp_path, seeds, extra, reason):
+    r = _script("--work", str(tmp_path / "w"), "--seeds", seeds, "--", *extra)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error:") and reason in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
