@@ -4,10 +4,11 @@
 
 For ViT-S/16 and ViT-S/8 at 224x224 (random weights: speed does not depend on them), batch 1
 and 8, in one run on this machine: PyTorch eager fp32 (the baseline), PyTorch bf16 autocast,
-ONNX Runtime fp32 and int8 (static QDQ calibrated on Imagenette photos, or synthetic images
-without the shared data), each at opset 18 (the default) and 23 (ONNX Attention ops). Accuracy
-of every exported file comes from dino_export.verify on 16 real + 4 random images against
-PyTorch fp32. Prints Markdown for BENCHMARKS.md.
+ONNX Runtime fp32 and int8 (static QDQ calibrated on Imagenette photos from ../shared/data, or
+synthetic images without it), each at opset 18 (the default) and 23 (ONNX Attention ops).
+Accuracy of every exported file comes from dino_export.verify (the runtime's ONNX Runtime
+backend) on 16 photos, 8 synthetic and 4 noise images against PyTorch fp32. Prints Markdown for
+BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -21,13 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
-import numpy as np
 import torch
 
-from dino_export import ExportConfig, export_onnx, read_metadata
-from dino_export.images import random_images, real_images
-from dino_export.verify import verify_onnx
-from dino_train.models import vit_small
+from dino_export import ExportConfig, export_onnx
+from dino_export.images import photos_from_tar, synthetic_images, verification_sets
+from dino_export.verify import verify_file
+from dino_models import vit_small
+
+IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette-val.tar"
 
 PHYSICAL_CORES = len(os.sched_getaffinity(0))  # this machine: 1 thread per core (lscpu)
 
@@ -71,13 +73,15 @@ def torch_fn(model, x, bf16: bool):
     return run
 
 
-def calib_folder(tmp: Path, count: int = 32) -> tuple[str, Path]:
-    label, imgs = real_images(count, (256, 256))
-    folder = tmp / "calib"
+def photo_folder(tmp: Path, count: int = 32) -> tuple[str, Path]:
+    """Imagenette photos when the shared data is there, else synthetic scenes (said so)."""
+    if IMAGENETTE.is_file():
+        return "imagenette", photos_from_tar(IMAGENETTE, tmp / "photos", count)
+    folder = tmp / "photos"
     folder.mkdir()
-    for i, img in enumerate(imgs):
+    for i, img in enumerate(synthetic_images(count, (256, 256), seed=3)):
         cv2.imwrite(str(folder / f"{i:03d}.png"), img)
-    return label, folder
+    return "synthetic", folder
 
 
 def bench_model(name: str, patch: int, tmp: Path, calib: Path, batches, seconds: float,
@@ -101,7 +105,7 @@ def bench_model(name: str, patch: int, tmp: Path, calib: Path, batches, seconds:
         start = time.perf_counter()
         path = export_onnx(model, tmp / f"{name}_{opset}_{precision}.onnx", cfg)
         export_s = time.perf_counter() - start
-        report = verify_onnx(path, model, read_metadata(path), verify_inputs, threads=PHYSICAL_CORES)
+        report = verify_file(path, model, verify_inputs, backend="onnxruntime", device="cpu")
         files.append((name, label, export_s, path.stat().st_size, report))
         session = ort_session(path)
         runners[label] = {b: (lambda s=session, f={"images": inputs[b].numpy()}: s.run(None, f))
@@ -141,8 +145,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="ViT-S/16 only, 1 round")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds; best is kept")
     args = parser.parse_args()
-    real_label, real_imgs = real_images(16, (224, 224))
-    verify_inputs = [(real_label, real_imgs), ("random", random_images(4, (224, 224), seed=1))]
     variants = [("ORT fp32 opset 18", 18, "fp32"), ("ORT int8 opset 18", 18, "int8"),
                 ("ORT fp32 opset 23", 23, "fp32"), ("ORT int8 opset 23", 23, "int8")]
     models = [("ViT-S/16", 16)] if args.quick else [("ViT-S/16", 16), ("ViT-S/8", 8)]
@@ -150,7 +152,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     speeds, files = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        calib_label, calib = calib_folder(Path(tmp))
+        calib_label, calib = photo_folder(Path(tmp))
+        verify_inputs = verification_sets((224, 224), calib, count=16)
         for name, patch in models:
             s, f = bench_model(name, patch, Path(tmp), calib, (1, 8), seconds, variants,
                                verify_inputs, rounds)
@@ -160,7 +163,7 @@ def main() -> None:
     print(f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: "
           f"{platform.processor() or platform.machine()}, {PHYSICAL_CORES} cores; torch "
           f"{torch.__version__}, onnxruntime {onnxruntime.__version__}; calibration: 32 "
-          f"{calib_label} images; verification: 16 {real_label} + 4 random images; best of "
+          f"{calib_label} images; verification: 16 {calib_label}, 8 synthetic, 4 noise images; best of "
           f"{rounds} interleaved rounds of >= {seconds:.0f} s per figure; 1-min load average "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n")
     print(markdown(speeds, files))

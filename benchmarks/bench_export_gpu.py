@@ -23,7 +23,7 @@ import torch
 from dino_export import ExportConfig, export_onnx, read_metadata
 from dino_export.images import normalize_bgr, random_images, real_images
 from dino_export.verify import OnnxRunner, verify_runner
-from dino_train.models import vit_small
+from dino_models import vit_small
 
 
 def images_per_s(fn, batch: int, seconds: float = 3.0) -> float:

@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dino_export import ExportConfig, export_onnx  # noqa: E402
+from dino_models.archs import resolve_arch  # noqa: E402
 from dino_runtime import Runtime  # noqa: E402
 from dino_runtime.preprocess import fit_size  # noqa: E402
-from dino_train.archs import resolve_arch  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "videos"
 DINO_RUN = [sys.executable, "-m", "dino_runtime.cli"]
@@ -242,7 +242,7 @@ def build_candidates(ckpt: Path, size, work: Path, calib_video: Path | None,
 # -- long-run memory -----------------------------------------------------------------------------
 def memory_run(frames: int, work: Path) -> str:
     """Peak RSS of dino-run over ``frames`` frames of a synthetic 640x360 clip, tiny model."""
-    from dino_train.models import vit_tiny
+    from dino_models import vit_tiny
     video = work / "long.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 360))
     for i in range(frames):
@@ -304,7 +304,7 @@ def main() -> None:
     if not args.checkpoint:
         torch.save(model.state_dict(), ckpt)
     else:
-        from dino_train.checkpoint import load_backbone
+        from dino_models.checkpoint import load_backbone
         model, _ = load_backbone(ckpt)
     weights = "trained: " + ckpt.name if args.checkpoint else "random weights (seed 0)"
     gflops = vit_gflops(model.embed_dim, len(model.blocks), arch.patch_size, size)

@@ -37,12 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dino_train.cpu_tuning import cpu_model, keep_freed_memory
-from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
-from dino_train.batched_augment import BatchedMultiCrop, SourceImage, collate_sources
-from dino_train.train import Runtime, TrainConfig, build_trainer, make_views, train_step
+from dino_core.errors import UserError
 from dino_train import distributed as D
-from dino_train.errors import UserError
+from dino_train.batched_augment import BatchedMultiCrop, SourceImage, collate_sources
+from dino_train.cpu_tuning import cpu_model, keep_freed_memory
+from dino_train.data import MultiCropAugmentation, MultiCropDataset, scan_folder
+from dino_train.train import Runtime, TrainConfig, build_trainer, make_views, train_step
 
 
 def parse_args() -> argparse.Namespace:
@@ -163,8 +163,8 @@ class StandInStep(OfficialStep):
     the pairwise loss loop, per-parameter clipping loop and EMA, for-loop AdamW)."""
 
     def __init__(self, cfg: TrainConfig, state: dict, schedules) -> None:
-        from dino_train.archs import resolve_arch
-        from dino_train.models import DINOHead
+        from dino_models import DINOHead
+        from dino_models.archs import resolve_arch
         from dino_train.multicrop import MultiCropWrapper
         kw = {"depth": cfg.depth} if cfg.depth else {}
 

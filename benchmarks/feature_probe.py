@@ -23,10 +23,10 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from dino_train.checkpoint import load_backbone
-from dino_train.errors import UserError
+from dino_core.errors import UserError
+from dino_core.fileio import atomic_write_text
+from dino_models.checkpoint import load_backbone
 from dino_train.knn import eval_transform, extract_features, knn_classify, labelled_folder
-from dino_train.train_checkpoint import atomic_write_text
 
 
 def eval_views(paths: list[str], image_size: int) -> torch.Tensor:

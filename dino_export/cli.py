@@ -1,7 +1,8 @@
 """``dino-export CHECKPOINT [-o OUT.onnx] [options]``: see ``dino-export --help`` and the README.
 
 Bad input gives one line on stderr (``dino-export: ...``) and exit code 2 for a usage error,
-1 for anything else; never a traceback.
+1 for anything else; never a traceback (:mod:`dino_core.cli`). Which options an export takes
+comes from the target table (:mod:`dino_export.targets`).
 """
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
-from dino_train.errors import UserError
+from dino_core.cli import run
+from dino_core.errors import OptionError
+from dino_core.extras import require_extra
 
 from .config import DEFAULT_OPSET, OUTPUT_CHOICES, ExportConfig
 from .targets import precisions
@@ -34,6 +38,13 @@ def parse_outputs(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(names)
 
 
+def given_options(ctx: click.Context) -> frozenset[str]:
+    """The long names of the options typed on the command line (not left at their default)."""
+    return frozenset(max(p.opts, key=len) for p in ctx.command.params
+                     if isinstance(p, click.Option)
+                     and ctx.get_parameter_source(p.name) is ParameterSource.COMMANDLINE)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
@@ -46,7 +57,7 @@ def parse_outputs(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--outputs", multiple=True, default=("cls", "attn"), show_default=True,
               help="Any of cls, attn, patch (comma-separated or repeated).")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
-              help="ONNX opset (>= 17); 23 turns the fused attention into ONNX Attention ops.")
+              help="ONNX opset (17..23); 23 turns the fused attention into ONNX Attention ops.")
 @click.option("--precision", type=click.Choice(precisions("onnx")), default="fp32",
               show_default=True, help="fp16 is for GPU execution providers; int8 for CPUs.")
 @click.option("--calib-data", type=click.Path(path_type=Path), default=None, metavar="DIR",
@@ -59,48 +70,40 @@ def parse_outputs(values: tuple[str, ...]) -> tuple[str, ...]:
               help="Also build OUT.<precision>.engine with TensorRT (needs an NVIDIA GPU).")
 @click.option("--workspace", type=float, default=4.0, show_default=True, metavar="GIB",
               help="TensorRT builder workspace limit in GiB.")
-@click.option("--no-verify", is_flag=True, help="Skip the ONNX Runtime vs PyTorch comparison.")
+@click.option("--no-verify", is_flag=True, help="Skip the comparison with PyTorch.")
+@click.option("--verify-data", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Also verify on these photos (besides synthetic and noise images).")
 @click.option("--checkpoint-key", default="teacher", show_default=True,
               help="Which network of a training checkpoint: teacher or student.")
-def cli(checkpoint, output, img_size, batch, dynamic_batch, outputs, opset, precision,
-        calib_data, calib_count, preprocess, trt, workspace, no_verify, checkpoint_key) -> None:
+@click.pass_context
+def cli(ctx, checkpoint, output, img_size, batch, dynamic_batch, outputs, opset, precision,
+        calib_data, calib_count, preprocess, trt, workspace, no_verify, verify_data,
+        checkpoint_key) -> None:
     """Export a DINO ViT CHECKPOINT (a file or a hub name such as dino_vits8) to verified ONNX
     with its [CLS] embedding and last-block attention, and optionally a TensorRT engine."""
+    require_extra("export", PROG)
     from .pipeline import ExportRequest, run_export
     if batch is not None and dynamic_batch is not None:
-        raise UserError("--batch and --dynamic-batch exclude each other: give one of them")
-    if calib_data is not None and not calib_data.is_dir():
-        raise UserError(f"--calib-data {calib_data}: not a directory of images")
-    config = ExportConfig(
-        img_size=tuple(img_size), batch=batch or 1, dynamic_batch=dynamic_batch,
-        outputs=parse_outputs(outputs), opset=opset, precision=precision, preprocess=preprocess,
-        calib_data=calib_data, calib_count=calib_count, checkpoint_key=checkpoint_key)
+        raise OptionError("--batch and --dynamic-batch exclude each other: give one of them")
+    for option, folder in (("--calib-data", calib_data), ("--verify-data", verify_data)):
+        if folder is not None and not folder.is_dir():
+            raise OptionError(f"{option} {folder}: not a directory of images")
     if workspace <= 0:
-        raise UserError(f"--workspace must be positive, got {workspace}")
+        raise OptionError(f"--workspace must be positive, got {workspace}")
+    config = ExportConfig(
+        img_size=tuple(img_size), batch=1 if batch is None else batch,
+        dynamic_batch=dynamic_batch, outputs=parse_outputs(outputs), opset=opset,
+        precision=precision, preprocess=preprocess, calib_data=calib_data,
+        calib_count=calib_count, checkpoint_key=checkpoint_key)
     out = output or default_output(checkpoint, precision)
-    run_export(ExportRequest(checkpoint, out, config, trt, workspace, not no_verify),
+    run_export(ExportRequest(checkpoint, out, config, trt, workspace, not no_verify, verify_data,
+                             given_options(ctx)),
                log=lambda line: click.echo(line))
 
 
-def _fail(message: str, code: int) -> None:
-    click.echo(f"{PROG}: {' '.join(str(message).split())}", err=True)
-    sys.exit(code)
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: click without its multi-line usage errors."""
-    try:
-        cli.main(args=argv, prog_name=PROG, standalone_mode=False)
-    except click.UsageError as e:
-        _fail(e.format_message(), 2)
-    except UserError as e:
-        _fail(str(e), 1)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
-    except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
+    """Console-script entry point."""
+    sys.exit(run(cli, PROG, argv))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dino_train.errors import UserError
+from dino_core.constants import OUTPUT_NAMES as OUTPUT_CHOICES
+from dino_core.errors import OptionError
+from dino_core.metadata import BatchSpec
 
-OUTPUT_CHOICES = ("cls", "attn", "patch")
-PRECISIONS = ("fp32", "fp16", "int8")
+from .targets import target_for
+
 MIN_OPSET = 17
+MAX_OPSET = 23     # the newest opset the exporter and ONNX Runtime 1.31 were tested with
 DEFAULT_OPSET = 18
 
 
@@ -44,36 +47,35 @@ class ExportConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise :class:`UserError` (one line) for a value no export could honour."""
+        """Raise :class:`OptionError` (one line) for a value no export could honour."""
         if len(self.img_size) != 2 or min(self.img_size) <= 0:
-            raise UserError(f"--img-size needs two positive sides H W, got {self.img_size}")
+            raise OptionError(f"--img-size needs two positive sides H W, got {self.img_size}")
         unknown = [o for o in self.outputs if o not in OUTPUT_CHOICES]
         if unknown or not self.outputs:
-            raise UserError(f"unknown output {unknown[0] if unknown else '(none)'!r}; "
-                            f"choose from {', '.join(OUTPUT_CHOICES)}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r}; "
-                            f"choose from {', '.join(PRECISIONS)}")
-        if self.opset < MIN_OPSET:
-            raise UserError(f"--opset {self.opset} is too old: LayerNormalization needs "
-                            f">= {MIN_OPSET}")
+            raise OptionError(f"unknown output {unknown[0] if unknown else '(none)'!r}; "
+                              f"choose from {', '.join(OUTPUT_CHOICES)}")
+        target = target_for("onnx", self.precision)
+        if not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise OptionError(f"--opset {self.opset}: expected {MIN_OPSET}..{MAX_OPSET} "
+                              f"(LayerNormalization needs >= {MIN_OPSET})")
         if self.batch < 1:
-            raise UserError(f"--batch must be >= 1, got {self.batch}")
+            raise OptionError(f"--batch must be >= 1, got {self.batch}")
         if self.dynamic_batch is not None:
             lo, opt, hi = self.dynamic_batch
             if not 1 <= lo <= opt <= hi:
-                raise UserError(f"--dynamic-batch needs 1 <= MIN <= OPT <= MAX, "
-                                f"got {lo} {opt} {hi}")
-        if self.precision == "int8" and self.calib_data is None:
-            raise UserError("int8 needs calibration images: pass --calib-data DIR "
-                            "(a folder of JPEG/PNG images like the ones you will run on)")
+                raise OptionError(f"--dynamic-batch needs 1 <= MIN <= OPT <= MAX, "
+                                  f"got {lo} {opt} {hi}")
+        BatchSpec.of(self.batch, self.dynamic_batch)  # also checks the upper bound, MAX_BATCH
+        if "--calib-data" in target.requires and self.calib_data is None:
+            raise OptionError(f"{target.name} needs calibration images: pass --calib-data DIR "
+                              "(a folder of JPEG/PNG images like the ones you will run on)")
+        if self.calib_count < 1:
+            raise OptionError(f"--calib-count must be >= 1, got {self.calib_count}")
 
     @property
-    def batch_spec(self) -> str:
-        """Metadata form: ``"N"`` or ``"dynamic:min,opt,max"``."""
-        if self.dynamic_batch is None:
-            return str(self.batch)
-        return "dynamic:" + ",".join(str(b) for b in self.dynamic_batch)
+    def batch_spec(self) -> BatchSpec:
+        """The metadata's batch: fixed ``batch`` or dynamic ``(min, opt, max)``."""
+        return BatchSpec.of(self.batch, self.dynamic_batch)
 
     @property
     def example_batch(self) -> int:
@@ -85,12 +87,12 @@ class ExportConfig:
 
 
 def check_img_size(img_size: tuple[int, int], patch_size: int) -> None:
-    """Raise :class:`UserError` naming the nearest valid sizes when a side is not a multiple."""
+    """Raise :class:`OptionError` naming the nearest valid sizes when a side is not a multiple."""
     bad = [s for s in img_size if s % patch_size]
     if not bad:
         return
     h, w = img_size
-    raise UserError(f"--img-size {h} {w}: sides must be multiples of the patch size "
+    raise OptionError(f"--img-size {h} {w}: sides must be multiples of the patch size "
                     f"{patch_size}; nearest valid: H {_nearest(h, patch_size)}, "
                     f"W {_nearest(w, patch_size)}")
 

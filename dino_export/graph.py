@@ -15,8 +15,8 @@ import copy
 import torch
 import torch.nn as nn
 
-from dino_runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
-from dino_train.models import VisionTransformer
+from dino_core.constants import IMAGENET_MEAN, IMAGENET_STD
+from dino_models import VisionTransformer
 
 from .config import ExportConfig, check_img_size
 

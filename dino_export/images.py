@@ -1,20 +1,22 @@
-"""Images for verification and calibration, as uint8 BGR (N, H, W, 3), and the reference
-preprocessing that the baked ``--preprocess`` graph must reproduce."""
+"""Images for verification and calibration, as uint8 BGR (N, H, W, 3).
+
+Verification runs on images made here (smooth synthetic scenes with an object-like blob, and
+uniform noise) plus, with ``--verify-data DIR``, the user's own photos; calibration on
+``--calib-data DIR``. Nothing here reads the repository's development data: what a check
+measures depends on what the user passed, not on where the package is installed.
+"""
 from __future__ import annotations
 
-import io
 import tarfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from dino_runtime.metadata import IMAGENET_MEAN, IMAGENET_STD
-from dino_train.errors import UserError
+from dino_core.constants import IMAGE_SUFFIXES
+from dino_core.errors import OptionError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# Real photos when the project's shared data is present (read from the tar, never copied).
-IMAGENETTE_TAR = Path(__file__).resolve().parents[2] / "shared" / "data" / "imagenette-val.tar"
+ImageSet = tuple[str, np.ndarray]   # (label for the report, uint8 BGR (N, H, W, 3))
 
 
 def fit(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -29,37 +31,22 @@ def fit(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def decode(data: bytes) -> np.ndarray | None:
-    """Encoded image bytes -> uint8 BGR (H, W, 3); greyscale becomes 3 channels."""
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return img
+    """Encoded image bytes -> uint8 BGR (H, W, 3) (greyscale becomes 3 channels), or None."""
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
-def folder_images(folder: str | Path, count: int, size: tuple[int, int]) -> np.ndarray:
+def folder_images(folder: str | Path, count: int, size: tuple[int, int],
+                  option: str = "--calib-data") -> np.ndarray:
     """Up to ``count`` images from ``folder`` (recursively, sorted), fitted to ``size``."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise UserError(f"--calib-data {folder}: not a directory of images")
+        raise OptionError(f"{option} {folder}: not a directory of images")
     paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     imgs = [fit(img, size) for p in paths[:count * 2]
             if (img := decode(p.read_bytes())) is not None][:count]
     if not imgs:
-        raise UserError(f"--calib-data {folder}: no readable images "
-                        f"({', '.join(IMAGE_SUFFIXES)})")
+        raise OptionError(f"{option} {folder}: no readable images ({', '.join(IMAGE_SUFFIXES)})")
     return np.stack(imgs)
-
-
-def imagenette_images(count: int, size: tuple[int, int]) -> np.ndarray | None:
-    """``count`` Imagenette photos (one per class in turn) or ``None`` without the data."""
-    if not IMAGENETTE_TAR.is_file():
-        return None
-    with tarfile.open(IMAGENETTE_TAR) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-        by_class: dict[str, list] = {}
-        for m in members:
-            by_class.setdefault(m.name.split("/")[1], []).append(m)
-        picked = [m for group in zip(*by_class.values()) for m in group][:count]
-        imgs = [decode(tar.extractfile(m).read()) for m in picked]
-    return np.stack([fit(i, size) for i in imgs if i is not None])
 
 
 def synthetic_images(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
@@ -82,16 +69,32 @@ def random_images(count: int, size: tuple[int, int], seed: int = 0) -> np.ndarra
     return np.random.default_rng(seed).integers(0, 256, (count, *size, 3), dtype=np.uint8)
 
 
-def real_images(count: int, size: tuple[int, int]) -> tuple[str, np.ndarray]:
-    """(label, images): Imagenette photos when present, else synthetic ones (said in the label)."""
-    imgs = imagenette_images(count, size)
-    if imgs is not None and len(imgs):
-        return "imagenette", imgs
-    return "synthetic", synthetic_images(count, size)
+def verification_sets(size: tuple[int, int], verify_data: Path | None = None,
+                      count: int = 8, noise: int = 4) -> list[ImageSet]:
+    """The image sets a file is verified on: the user's photos (``--verify-data``, up to
+    ``count``) when given, synthetic scenes, and uniform noise."""
+    sets: list[ImageSet] = []
+    if verify_data is not None:
+        sets.append(("verify-data", folder_images(verify_data, count, size, "--verify-data")))
+    sets.append(("synthetic", synthetic_images(count, size)))
+    sets.append(("random", random_images(noise, size, seed=1)))
+    return sets
 
 
-def normalize_bgr(bgr: np.ndarray, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
-    """uint8 BGR (N, H, W, 3) -> float32 RGB (N, 3, H, W), ``(x / 255 - mean) / std``."""
-    rgb = bgr[..., ::-1].astype(np.float32) / 255.0
-    rgb = (rgb - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
+def photos_from_tar(tar_path: str | Path, out: str | Path, count: int) -> Path:
+    """Unpack ``count`` images of an ImageFolder-layout tar (``split/<class>/<file>``), one
+    class after another in sorted order, into ``out``: a ``--calib-data``/``--verify-data``
+    folder from a dataset archive such as Imagenette's, without extracting all of it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tar_path) as tar:
+        members = sorted((m for m in tar.getmembers()
+                          if m.isfile() and Path(m.name).suffix.lower() in IMAGE_SUFFIXES),
+                         key=lambda m: m.name)
+        by_class: dict[str, list] = {}
+        for m in members:
+            by_class.setdefault(Path(m.name).parent.name, []).append(m)
+        picked = [m for group in zip(*by_class.values()) for m in group][:count]
+        for i, m in enumerate(picked):
+            (out / f"{i:03d}_{Path(m.name).name}").write_bytes(tar.extractfile(m).read())
+    return out

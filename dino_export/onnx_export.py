@@ -7,7 +7,7 @@ or hub name) or an in-memory :class:`~dino_train.models.VisionTransformer`. The 
 graph with input ``images`` float32 (B, 3, H, W) (or ``images_bgr`` uint8 (B, H, W, 3) with
 ``config.preprocess``) and outputs ``cls`` (B, D), ``attn`` (B, heads, H/p, W/p) and/or
 ``patch`` (B, H/p * W/p, D), in ``config.precision`` (fp16 and int8 keep float32 inputs and
-outputs), with a :class:`dino_runtime.metadata.ModelMetadata` in ``metadata_props``. The file
+outputs), with a :class:`dino_core.metadata.ModelMetadata` in ``metadata_props``. The file
 is written to a temporary name and renamed, so ``out_path`` is never half-written.
 
 The graph comes from ``torch.onnx.export(dynamo=True)``: on torch 2.14 it gives a clean op list
@@ -28,20 +28,20 @@ import numpy as np
 import onnx
 import torch
 
-from dino_runtime.metadata import INPUT_BGR, INPUT_FLOAT, ModelMetadata
-from dino_train.archs import family_for_width
-from dino_train.checkpoint import load_backbone
-from dino_train.errors import UserError
-from dino_train.fileio import atomic_output
-from dino_train.models import VisionTransformer
+from dino_core.fileio import atomic_write_bytes
+from dino_core.metadata import InputFormat, ModelMetadata
+from dino_models import VisionTransformer
+from dino_models.archs import family_for_width
+from dino_models.checkpoint import load_backbone
 
 from .config import ExportConfig, check_img_size
 from .graph import ExportGraph
 from .rewrite import squeeze_to_reshape, strip_node_metadata
+from .targets import target_for
 
 
 @dataclass(frozen=True)
-class SourceInfo:
+class WeightsSource:
     """Where the exported weights came from (for metadata and messages)."""
 
     name: str
@@ -59,15 +59,15 @@ def toolkit_version() -> str:
 
 
 def load_model(checkpoint_or_model, checkpoint_key: str = "teacher"
-               ) -> tuple[VisionTransformer, SourceInfo]:
+               ) -> tuple[VisionTransformer, WeightsSource]:
     """A path/hub name (through ``load_backbone``) or a model -> (model in eval mode, source)."""
     if isinstance(checkpoint_or_model, VisionTransformer):
         model = checkpoint_or_model.eval()
         family = family_for_width(model.embed_dim)
         arch = family.name if family else f"vit_d{model.embed_dim}"
-        return model, SourceInfo("<in-memory model>", arch, "")
+        return model, WeightsSource("<in-memory model>", arch, "")
     model, info = load_backbone(checkpoint_or_model, checkpoint_key=checkpoint_key)
-    return model, SourceInfo(str(checkpoint_or_model), info.arch, info.sha256)
+    return model, WeightsSource(str(checkpoint_or_model), info.arch, info.sha256)
 
 
 def output_shapes(model: VisionTransformer, config: ExportConfig) -> dict[str, list]:
@@ -79,22 +79,21 @@ def output_shapes(model: VisionTransformer, config: ExportConfig) -> dict[str, l
     return {name: shapes[name] for name in config.outputs}
 
 
-def build_metadata(model: VisionTransformer, source: SourceInfo, config: ExportConfig
+def build_metadata(model: VisionTransformer, source: WeightsSource, config: ExportConfig
                    ) -> ModelMetadata:
+    fmt = InputFormat.UINT8_NHWC if config.preprocess else InputFormat.FLOAT_NCHW
     return ModelMetadata(
         arch=source.arch, patch_size=model.patch_size, embed_dim=model.embed_dim,
         num_heads=model.num_heads, depth=len(model.blocks), img_size=tuple(config.img_size),
-        input_name=INPUT_BGR if config.preprocess else INPUT_FLOAT,
-        input_format="uint8_nhwc_bgr" if config.preprocess else "float_nchw_rgb_normalized",
-        outputs=output_shapes(model, config), precision=config.precision,
-        batch=config.batch_spec, checkpoint_sha256=source.sha256,
-        toolkit_version=toolkit_version())
+        input_name=fmt.input_name, input_format=fmt, outputs=output_shapes(model, config),
+        precision=config.precision, batch=config.batch_spec, checkpoint_sha256=source.sha256,
+        toolkit_version=toolkit_version()).validate()
 
 
 def trace(graph: ExportGraph, config: ExportConfig) -> onnx.ModelProto:
     """Run the dynamo exporter on ``graph``; float32 throughout."""
     example = graph.example_input(config.example_batch, config.img_size, config.seed)
-    input_name = INPUT_BGR if config.preprocess else INPUT_FLOAT
+    input_name = (InputFormat.UINT8_NHWC if config.preprocess else InputFormat.FLOAT_NCHW).input_name
     dynamic = None
     if config.dynamic_batch is not None:
         lo, _, hi = config.dynamic_batch
@@ -124,9 +123,9 @@ def attach_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
 
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
-    """The :class:`ModelMetadata` stored in an exported file."""
+    """The :class:`ModelMetadata` stored in an exported file (validated)."""
     proto = onnx.load(str(path), load_external_data=False)
-    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+    return ModelMetadata.from_props({p.key: p.value for p in proto.metadata_props}, str(path))
 
 
 def run_onnx(proto_or_path, feed: np.ndarray, threads: int = 0) -> list[np.ndarray]:
@@ -163,9 +162,8 @@ def checked_rewrite(before: onnx.ModelProto, after: onnx.ModelProto, example: np
 
 def write_atomic(proto: onnx.ModelProto, out_path: Path) -> Path:
     """Save to a temporary file beside ``out_path``, then rename over it."""
-    with atomic_output(out_path) as f:
-        f.write(proto.SerializeToString())  # onnx.save wants a named file; fdopen has none
-    return out_path
+    # onnx.save wants a named file; the bytes go through the atomic writer instead
+    return atomic_write_bytes(proto.SerializeToString(), out_path)
 
 
 def export_fp32(model: VisionTransformer, config: ExportConfig) -> tuple[onnx.ModelProto, ExportGraph]:
@@ -185,7 +183,7 @@ def export_onnx(checkpoint_or_model, out_path: str | os.PathLike,
                 config: ExportConfig | None = None) -> Path:
     """Export to ``out_path`` (see the module docstring); returns the path written.
 
-    Raises :class:`~dino_train.errors.UserError` (one line) for a bad checkpoint, an input size
+    Raises :class:`~dino_core.errors.UserError` (one line) for a bad checkpoint, an input size
     that is not a multiple of the patch size, or int8 without calibration images.
     """
     config = config or ExportConfig()
@@ -195,7 +193,7 @@ def export_onnx(checkpoint_or_model, out_path: str | os.PathLike,
     return write_atomic(finish(proto, model, source, config), Path(out_path))
 
 
-def finish(proto: onnx.ModelProto, model: VisionTransformer, source: SourceInfo,
+def finish(proto: onnx.ModelProto, model: VisionTransformer, source: WeightsSource,
            config: ExportConfig) -> onnx.ModelProto:
     """Precision conversion, full checker pass, metadata: the file's final form."""
     proto = convert_precision(proto, config)
@@ -206,13 +204,6 @@ def finish(proto: onnx.ModelProto, model: VisionTransformer, source: SourceInfo,
 
 
 def convert_precision(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelProto:
-    """fp32 unchanged; fp16 and int8 through their own modules."""
-    if config.precision == "fp16":
-        from .fp16 import to_fp16
-        return to_fp16(proto)
-    if config.precision == "int8":
-        from .quantize import quantize_int8
-        return quantize_int8(proto, config)
-    if config.precision != "fp32":
-        raise UserError(f"unknown precision {config.precision!r}")
-    return proto
+    """The float32 graph in ``config.precision``, by the target table's converter."""
+    target = target_for("onnx", config.precision)
+    return target.make(proto, config) if target.make is not None else proto

@@ -1,23 +1,30 @@
 """What ``dino-export`` does, step by step, without the command-line parsing.
 
-load -> export ONNX -> verify (on by default) -> TensorRT engine (when asked). Every failure is
-a :class:`~dino_train.errors.UserError` with one line a user can act on; a file that fails
-verification is kept as ``OUT.onnx.unverified``, and a missing TensorRT or GPU comes after the
-ONNX file has been written and verified, with the equivalent ``trtexec`` command.
+targets -> load -> export ONNX -> verify through the runtime (on by default) -> commit ->
+TensorRT engine (when asked). Every failure is a :class:`~dino_core.errors.UserError` with one
+line a user can act on. A file is written beside its final name and takes that name only once it
+has passed verification: a file that fails is kept as ``OUT.onnx.unverified`` and an earlier
+``OUT.onnx`` is left as it was. A missing TensorRT or GPU comes after the ONNX file has been
+written and verified, with the equivalent ``trtexec`` command.
 """
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dino_train.errors import UserError
+from dino_core.errors import UserError
+from dino_core.fileio import partial_path
 
 from .config import ExportConfig, check_img_size
+from .images import ImageSet, verification_sets
 from .onnx_export import build_metadata, export_fp32, finish, load_model, write_atomic
-from .targets import engine_path, target_for
-from .verify import VerifyReport, verify_onnx, verify_runner
+from .targets import Target, check_options, engine_path, select
+from .verify import VerifyReport, verify_file
+
+Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -30,86 +37,111 @@ class ExportRequest:
     trt: str | None = None           # engine precision, or None for ONNX only
     workspace_gib: float = 4.0
     verify: bool = True
+    verify_data: Path | None = None  # the user's photos, verified on beside synthetic images
+    given: frozenset[str] = field(default_factory=frozenset)  # options given on the command line
 
 
 @dataclass
 class ExportResult:
     onnx_path: Path
-    report: VerifyReport | None = None
+    reports: list[VerifyReport] = field(default_factory=list)
     engine_path: Path | None = None
     engine_report: VerifyReport | None = None
 
+    @property
+    def report(self) -> VerifyReport | None:
+        """The ONNX Runtime verification (the first one run)."""
+        return self.reports[0] if self.reports else None
 
-def run_export(req: ExportRequest, log: Callable[[str], None] = print) -> ExportResult:
+
+def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     """Run the whole export; raises :class:`UserError` on any failure (see module docstring)."""
-    if req.trt is not None:
-        target_for("engine", req.trt)  # an unknown value fails before any work
-        if req.trt == "int8" and req.config.precision != "int8" and req.config.calib_data is None:
-            raise UserError("--trt int8 needs calibration images: pass --calib-data DIR")
+    rows = select(req.config.precision, req.trt)  # unknown values fail before any work
+    check_options(rows, req.given)
     cfg = req.config
     model, source = load_model(req.checkpoint, cfg.checkpoint_key)
     check_img_size(cfg.img_size, model.patch_size)
     log(f"loaded {source.name}: {source.arch}/{model.patch_size}, depth {len(model.blocks)}, "
         f"{model.embed_dim} wide, {model.num_heads} heads")
+    inputs = verification_sets(cfg.img_size, req.verify_data) if req.verify else []
     start = time.perf_counter()
-    proto, _ = export_fp32(model, cfg)
-    proto = finish(proto, model, source, cfg)
+    proto = finish(export_fp32(model, cfg)[0], model, source, cfg)
     meta = build_metadata(model, source, cfg)
-    path = write_atomic(proto, req.out)
-    log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {cfg.precision}, "
+    tmp = write_atomic(proto, partial_path(req.out))
+    log(f"exported {req.out.name} ({tmp.stat().st_size / 1e6:.1f} MB, {cfg.precision}, "
         f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
-    result = ExportResult(path)
+    result = ExportResult(req.out)
     if req.verify:
-        result.report = _verify(path, model, meta, log)
-    if req.trt is not None:
-        result.engine_path, result.engine_report = _engine(req, path, model, meta, log)
+        result.reports = _verified(tmp, req.out, lambda p: _verify_onnx(p, model, inputs, log))
+    else:
+        os.replace(tmp, req.out)
+    if len(rows) > 1:
+        result.engine_path, result.engine_report = _engine(req, rows[1], model, meta, inputs, log)
     return result
 
 
-def _verify(path: Path, model, meta, log) -> VerifyReport:
-    report = verify_onnx(path, model, meta)
-    log(f"ONNX Runtime (CPU) vs PyTorch float32:\n{report.table()}")
-    _fail_unless_passed(report, path, "verification")
-    return report
+def _verify_onnx(path: Path, model, inputs: list[ImageSet], log: Log) -> list[VerifyReport]:
+    report = verify_file(path, model, inputs, backend="onnxruntime", device="cpu")
+    log(f"{report.runner} vs PyTorch float32:\n{report.table()}")
+    return [report]
 
 
-def _fail_unless_passed(report: VerifyReport, path: Path, what: str) -> None:
-    """Outside tolerance: keep the file as ``<name>.unverified`` and stop with one line."""
-    if report.passed:
-        return
-    kept = path.with_name(path.name + ".unverified")
-    path.replace(kept)
-    raise UserError(f"{what} failed ({'; '.join(report.failures)}); the file is kept as {kept}")
+def _verified(tmp: Path, final: Path, check: Callable[[Path], list[VerifyReport]],
+              companions: tuple[str, ...] = ()) -> list[VerifyReport]:
+    """Verify ``tmp``; rename it (and ``tmp + suffix`` for each companion) to ``final`` when
+    every report passes, else to ``final.unverified`` and stop with one line."""
+    try:
+        reports = check(tmp)
+    except BaseException:
+        for path in [tmp] + [Path(f"{tmp}{c}") for c in companions]:
+            path.unlink(missing_ok=True)
+        raise
+    failed = [f for r in reports for f in r.failures] or ([] if reports else ["nothing compared"])
+    target = final if not failed else final.with_name(final.name + ".unverified")
+    os.replace(tmp, target)
+    for suffix in companions:
+        os.replace(f"{tmp}{suffix}", f"{target}{suffix}")
+    if failed:
+        kept = f"; {final} is unchanged" if final.exists() else ""
+        raise UserError(f"verification of {final.name} failed ({'; '.join(failed)}); the file is "
+                        f"kept as {target}{kept}")
+    return reports
 
 
-def _engine(req: ExportRequest, onnx_path: Path, model, meta, log):
+def _engine(req: ExportRequest, row: Target, model, meta, inputs: list[ImageSet], log: Log):
     from . import tensorrt as trt_export
-    cfg = trt_export.EngineConfig(precision=req.trt, workspace_gib=req.workspace_gib,
-                                  calib_feeds=_engine_calibration(req))
-    out = engine_path(onnx_path, req.trt)
+    cfg = trt_export.EngineConfig(precision=row.precision, workspace_gib=req.workspace_gib,
+                                  calib_feeds=_engine_calibration(req, row))
+    out = engine_path(req.out, row.precision)
     reason = trt_export.unavailable_reason()
     if reason is not None:
-        raise UserError(f"{reason}; {onnx_path} is written"
+        raise UserError(f"{reason}; {req.out} is written"
                         f"{' and verified' if req.verify else ''}; build the engine on a GPU "
-                        f"machine with: {trt_export.trtexec_command(onnx_path, out, cfg, meta)}")
+                        f"machine with: {trt_export.trtexec_command(req.out, out, cfg, meta)}")
     start = time.perf_counter()
-    trt_export.build_engine(onnx_path, out, cfg, meta)
-    log(f"wrote {out} and {out.name}.json in {time.perf_counter() - start:.1f} s")
+    tmp = partial_path(out)
+    row.make(req.out, tmp, cfg, meta)  # writes tmp and tmp.json
+    log(f"built {out.name} in {time.perf_counter() - start:.1f} s")
     if not req.verify:
+        os.replace(tmp, out)
+        os.replace(f"{tmp}.json", f"{out}.json")
         return out, None
-    engine_meta = trt_export.read_engine_metadata(out)
-    report = verify_runner(trt_export.EngineRunner(out, engine_meta), model, engine_meta)
-    log(f"TensorRT vs PyTorch float32:\n{report.table()}")
-    _fail_unless_passed(report, out, "engine verification")
+
+    def check(path: Path) -> list[VerifyReport]:
+        report = verify_file(path, model, inputs, backend="tensorrt", device="cuda")
+        log(f"{report.runner} vs PyTorch float32:\n{report.table()}")
+        return [report]
+
+    (report,) = _verified(tmp, out, check, companions=(".json",))
+    log(f"wrote {out} and {out.name}.json")
     return out, report
 
 
-def _engine_calibration(req: ExportRequest) -> tuple:
+def _engine_calibration(req: ExportRequest, row: Target) -> tuple:
     """Calibration batches for ``--trt int8`` from a float file (a QDQ file needs none)."""
-    if req.trt != "int8" or req.config.precision == "int8":
+    if row.precision != "int8" or req.config.precision == "int8":
         return ()
     from .quantize import calibration_feeds
     cfg = req.config
     # TensorRT calibrates at the profile's opt shape, so the batches have that size.
-    batch = cfg.dynamic_batch[1] if cfg.dynamic_batch is not None else cfg.batch
-    return tuple(calibration_feeds(cfg, batch=batch))
+    return tuple(calibration_feeds(cfg, batch=cfg.batch_spec.opt))

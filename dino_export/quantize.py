@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from dino_train.errors import UserError
+from dino_core.batching import chunks, stack_padded
+from dino_core.errors import OptionError
+from dino_core.metadata import InputFormat
+from dino_runtime.preprocess import InputSpec, Preprocessor
 
 from .config import ExportConfig
-from .images import folder_images, normalize_bgr
+from .images import folder_images
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
@@ -39,13 +42,13 @@ class _Reader:
 def calibration_feeds(config: ExportConfig, batch: int) -> list[np.ndarray]:
     """Images from ``config.calib_data`` in the graph's input format, in chunks of ``batch``."""
     if config.calib_data is None:
-        raise UserError("int8 needs calibration images: pass --calib-data DIR")
-    bgr = folder_images(config.calib_data, config.calib_count, config.img_size)
+        raise OptionError("int8 needs calibration images: pass --calib-data DIR")
+    feeds = folder_images(config.calib_data, config.calib_count, config.img_size)  # uint8 BGR
+    if not config.preprocess:  # the float input the runtime computes from these frames
+        to_float = Preprocessor(InputSpec(config.img_size, InputFormat.FLOAT_NCHW))
+        feeds = np.stack([to_float(frame) for frame in feeds])
     # A fixed-batch graph needs full batches: repeat images to fill the last one.
-    reps = -(-len(bgr) // batch) * batch
-    bgr = np.concatenate([bgr, bgr[: reps - len(bgr)]]) if reps > len(bgr) else bgr
-    feeds = [bgr[i:i + batch] for i in range(0, len(bgr), batch)]
-    return feeds if config.preprocess else [normalize_bgr(f) for f in feeds]
+    return [stack_padded(list(feeds[part]), batch) for part in chunks(len(feeds), batch)]
 
 
 def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
@@ -84,8 +87,7 @@ def unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 def quantize_int8(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelProto:
     """Static QDQ int8 of ``proto`` (float32) calibrated on ``config.calib_data``."""
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
     batch = config.example_batch if config.dynamic_batch is None else 1
     feeds = calibration_feeds(config, batch)

@@ -1,58 +1,110 @@
-"""The one table of export targets (Ultralytics-exporter style).
+"""The one table of export targets (Ultralytics-exporter style): it drives dispatch and options.
 
-Each row: the CLI flag value that selects it, the file suffix, whether building it needs an
-NVIDIA GPU, and which options it accepts. Adding a target is adding a row here and a module.
+Each row: the option value that selects it, the file it writes, whether building it needs an
+NVIDIA GPU, the options it takes beyond the common ones (and which of them it requires), and the
+function that makes it. An export selects one graph row (``--precision``) and at most one engine
+row (``--trt``); an option that none of the selected rows takes is a usage error naming the
+rows that do. Adding a target is adding a row here and a module.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
-from dino_train.errors import UserError
+from dino_core.errors import OptionError
+
+# Options every export takes.
+COMMON = ("--output", "--img-size", "--batch", "--dynamic-batch", "--outputs", "--opset",
+          "--precision", "--preprocess", "--trt", "--no-verify", "--verify-data",
+          "--checkpoint-key")
+
+
+def _fp16(proto: Any, config: Any) -> Any:
+    from .fp16 import to_fp16
+    return to_fp16(proto)
+
+
+def _int8(proto: Any, config: Any) -> Any:
+    from .quantize import quantize_int8
+    return quantize_int8(proto, config)
+
+
+def _engine(*args: Any, **kwargs: Any) -> Any:
+    from .tensorrt import build_engine
+    return build_engine(*args, **kwargs)
 
 
 @dataclass(frozen=True)
 class Target:
-    name: str                 # e.g. "onnx-int8"
-    flag: str                 # "--precision int8" or "--trt fp16"
-    format: str               # "onnx" | "engine"
-    precision: str            # fp32 | fp16 | int8
-    suffix: str               # appended to the output stem
+    name: str                      # e.g. "onnx-int8"
+    option: str                    # the option that selects it: "--precision" or "--trt"
+    precision: str                 # fp32 | fp16 | int8: the option's value
+    suffix: str                    # the file: output stem + suffix
     needs_gpu: bool
-    args: tuple[str, ...]     # options that apply to this target
-    module: str               # where it is built
+    options: tuple[str, ...] = ()  # options it takes beyond COMMON
+    requires: tuple[str, ...] = ()  # of those, the ones it cannot do without
+    make: Callable[..., Any] | None = None  # graph rows: fp32 proto -> proto; engine rows: build
+
+    @property
+    def kind(self) -> str:
+        return "engine" if self.option == "--trt" else "onnx"
+
+    @property
+    def selected_by(self) -> str:
+        return f"{self.option} {self.precision}"
 
 
-COMMON = ("--img-size", "--batch", "--dynamic-batch", "--outputs", "--opset", "--preprocess",
-          "--no-verify", "--checkpoint-key")
 TARGETS: tuple[Target, ...] = (
-    Target("onnx", "--precision fp32", "onnx", "fp32", ".onnx", False, COMMON,
-           "dino_export.onnx_export"),
-    Target("onnx-fp16", "--precision fp16", "onnx", "fp16", ".onnx", False, COMMON,
-           "dino_export.fp16"),
-    Target("onnx-int8", "--precision int8", "onnx", "int8", ".onnx", False,
-           COMMON + ("--calib-data",), "dino_export.quantize"),
-    Target("trt-fp32", "--trt fp32", "engine", "fp32", ".fp32.engine", True,
-           COMMON + ("--workspace",), "dino_export.tensorrt"),
-    Target("trt-fp16", "--trt fp16", "engine", "fp16", ".fp16.engine", True,
-           COMMON + ("--workspace",), "dino_export.tensorrt"),
-    Target("trt-int8", "--trt int8", "engine", "int8", ".int8.engine", True,
-           COMMON + ("--workspace", "--calib-data"), "dino_export.tensorrt"),
+    Target("onnx", "--precision", "fp32", ".onnx", False),
+    Target("onnx-fp16", "--precision", "fp16", ".onnx", False, make=_fp16),
+    Target("onnx-int8", "--precision", "int8", ".onnx", False,
+           ("--calib-data", "--calib-count"), ("--calib-data",), make=_int8),
+    Target("trt-fp32", "--trt", "fp32", ".fp32.engine", True, ("--workspace",), make=_engine),
+    Target("trt-fp16", "--trt", "fp16", ".fp16.engine", True, ("--workspace",), make=_engine),
+    Target("trt-int8", "--trt", "int8", ".int8.engine", True,
+           ("--workspace", "--calib-data", "--calib-count"), ("--calib-data",), make=_engine),
 )
 
 
-def target_for(fmt: str, precision: str) -> Target:
+def target_for(kind: str, precision: str) -> Target:
     """The row for (``onnx`` | ``engine``, precision); the error lists the valid choices."""
     for t in TARGETS:
-        if t.format == fmt and t.precision == precision:
+        if t.kind == kind and t.precision == precision:
             return t
-    valid = ", ".join(t.precision for t in TARGETS if t.format == fmt)
-    flag = "--trt" if fmt == "engine" else "--precision"
-    raise UserError(f"unknown {flag} value {precision!r}; choose from {valid}")
+    option = "--trt" if kind == "engine" else "--precision"
+    raise OptionError(f"unknown {option} value {precision!r}; choose from "
+                      f"{', '.join(precisions(kind))}")
 
 
-def precisions(fmt: str) -> list[str]:
-    return [t.precision for t in TARGETS if t.format == fmt]
+def precisions(kind: str) -> list[str]:
+    return [t.precision for t in TARGETS if t.kind == kind]
+
+
+def select(precision: str, trt: str | None) -> list[Target]:
+    """The rows one export builds: its graph, and its engine when ``--trt`` is given."""
+    rows = [target_for("onnx", precision)]
+    if trt is not None:
+        rows.append(target_for("engine", trt))
+    return rows
+
+
+def check_options(rows: list[Target], given: Iterable[str]) -> None:
+    """:class:`OptionError` for a given option that none of ``rows`` takes, or a required one
+    that is missing."""
+    names = ", ".join(r.name for r in rows)
+    for option in given:
+        if option in COMMON or any(option in r.options for r in rows):
+            continue
+        takers = [t for t in TARGETS if option in t.options]
+        how = "; ".join(f"{t.name} ({t.selected_by})" for t in takers)
+        raise OptionError(f"{option} does not apply to this export ({names}); it is for {how}")
+    given = set(given)
+    for row in rows:
+        missing = [o for o in row.requires if o not in given]
+        if missing:
+            raise OptionError(f"{row.name} ({row.selected_by}) needs {missing[0]} DIR: a folder "
+                              "of images like the ones you will run on, to calibrate on")
 
 
 def engine_path(onnx_path: Path, precision: str) -> Path:
@@ -62,9 +114,11 @@ def engine_path(onnx_path: Path, precision: str) -> Path:
 
 def markdown_table() -> str:
     """The table for the README (kept in sync by a test)."""
-    rows = ["| target | selected by | file | needs GPU | options |", "| --- | --- | --- | --- | --- |"]
+    rows = ["| target | selected by | file | needs GPU | options beyond the common ones |",
+            "| --- | --- | --- | --- | --- |"]
     for t in TARGETS:
-        file = f"`OUT{t.suffix}`"
-        extra = ", ".join(f"`{a}`" for a in t.args if a not in COMMON) or "common only"
-        rows.append(f"| {t.name} | `{t.flag}` | {file} | {'yes' if t.needs_gpu else 'no'} | {extra} |")
+        extra = ", ".join(f"`{o}`" + (" (required)" if o in t.requires else "")
+                          for o in t.options) or "none"
+        rows.append(f"| {t.name} | `{t.selected_by}` | `OUT{t.suffix}` | "
+                    f"{'yes' if t.needs_gpu else 'no'} | {extra} |")
     return "\n".join(rows)

@@ -15,16 +15,15 @@ Without TensorRT or a GPU, :func:`unavailable_reason` says which is missing and
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from dino_runtime.metadata import ModelMetadata
-from dino_train.errors import UserError
-from dino_train.fileio import atomic_output
+from dino_core.errors import UserError
+from dino_core.fileio import atomic_write_bytes
+from dino_core.metadata import InputFormat, ModelMetadata
 
 GIB = 1 << 30
 
@@ -42,12 +41,9 @@ class EngineConfig:
 def input_shapes(meta: ModelMetadata) -> dict[str, tuple[int, ...]]:
     """min/opt/max input shapes from the metadata's batch spec and input format."""
     h, w = meta.img_size
-    if meta.batch.startswith("dynamic:"):
-        lo, opt, hi = (int(b) for b in meta.batch.split(":")[1].split(","))
-    else:
-        lo = opt = hi = int(meta.batch)
-    one = (h, w, 3) if meta.input_format == "uint8_nhwc_bgr" else (3, h, w)
-    return {"min": (lo, *one), "opt": (opt, *one), "max": (hi, *one)}
+    one = (h, w, 3) if meta.input_format is InputFormat.UINT8_NHWC else (3, h, w)
+    b = meta.batch
+    return {"min": (b.min, *one), "opt": (b.opt, *one), "max": (b.max, *one)}
 
 
 def unavailable_reason() -> str | None:
@@ -81,7 +77,7 @@ def trtexec_command(onnx_path: Path, engine_path: Path, cfg: EngineConfig,
     parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
              f"--memPoolSize=workspace:{int(cfg.workspace_gib * 1024)}M",
              f"--timingCacheFile={cache}"]
-    if meta.batch.startswith("dynamic:"):
+    if meta.batch.is_dynamic:
         parts += [f"--{k}Shapes={meta.input_name}:{dims[k]}" for k in ("min", "opt", "max")]
     if cfg.precision in ("fp16", "int8"):
         ln = layernorm_names(onnx_path)
@@ -120,12 +116,11 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: EngineConfig,
     if serialized is None:
         raise UserError(f"TensorRT {trt.__version__} could not build {engine_path.name} "
                         "(its log above says why); try a larger --workspace")
-    _write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
-    _write_bytes(engine_path, memoryview(serialized))
-    engine_meta = dataclasses.replace(meta, precision=cfg.precision,
-                                      tensorrt_version=trt.__version__)
-    _write_bytes(engine_path.with_name(engine_path.name + ".json"),
-                 engine_meta.to_json().encode())
+    atomic_write_bytes(memoryview(config.get_timing_cache().serialize()), cache_path)
+    atomic_write_bytes(memoryview(serialized), engine_path)
+    engine_meta = meta.with_(precision=cfg.precision, tensorrt_version=trt.__version__)
+    atomic_write_bytes(engine_meta.to_json().encode(),
+                       engine_path.with_name(engine_path.name + ".json"))
     return engine_path
 
 
@@ -185,66 +180,8 @@ def _calibrator(trt, feeds: tuple[np.ndarray, ...], engine_path: Path):
             return self.cache.read_bytes() if self.cache.is_file() else None
 
         def write_calibration_cache(self, cache) -> None:
-            _write_bytes(self.cache, memoryview(cache))
+            atomic_write_bytes(memoryview(cache), self.cache)
 
     return EntropyCalibrator()
 
 
-def _write_bytes(path: Path, data) -> None:
-    """Temporary file beside ``path``, then rename: never a half-written engine."""
-    with atomic_output(path) as f:
-        f.write(data)
-
-
-class EngineRunner:
-    """Runs an engine on uint8 BGR images (torch CUDA buffers), like :class:`verify.OnnxRunner`."""
-
-    def __init__(self, engine_path: Path, meta: ModelMetadata) -> None:
-        import tensorrt as trt
-        import torch
-        self.torch, self.meta = torch, meta
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise UserError(f"{engine_path}: TensorRT {trt.__version__} cannot load it")
-        self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self.dtypes = {trt.float32: torch.float32, trt.float16: torch.float16,
-                       trt.uint8: torch.uint8, trt.int8: torch.int8}
-        self.max_batch = input_shapes(meta)["max"][0]
-        self.fixed = not meta.batch.startswith("dynamic:")
-
-    def run_batch(self, feed: np.ndarray) -> dict[str, np.ndarray]:
-        torch = self.torch
-        x = torch.from_numpy(np.ascontiguousarray(feed)).cuda()
-        self.context.set_input_shape(self.meta.input_name, tuple(x.shape))
-        self.context.set_tensor_address(self.meta.input_name, x.data_ptr())
-        outs = {}
-        for name in self.outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
-            dtype = self.dtypes[self.engine.get_tensor_dtype(name)]
-            outs[name] = torch.empty(shape, dtype=dtype, device="cuda")
-            self.context.set_tensor_address(name, outs[name].data_ptr())
-        stream = torch.cuda.current_stream()
-        self.context.execute_async_v3(stream.cuda_stream)
-        stream.synchronize()
-        return {k: v.float().cpu().numpy() for k, v in outs.items()}
-
-    def __call__(self, bgr: np.ndarray) -> dict[str, np.ndarray]:
-        from .images import normalize_bgr
-        pieces = []
-        for i in range(0, len(bgr), self.max_batch):
-            part = bgr[i:i + self.max_batch]
-            pad = self.max_batch - len(part) if self.fixed else 0
-            if pad:
-                part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
-            feed = part if self.meta.input_format == "uint8_nhwc_bgr" else normalize_bgr(part)
-            out = self.run_batch(feed)
-            pieces.append({k: v[:len(part) - pad] for k, v in out.items()})
-        return {k: np.concatenate([p[k] for p in pieces]) for k in self.outputs}
-
-
-def read_engine_metadata(engine_path: Path) -> ModelMetadata:
-    """The ``<engine>.json`` written by :func:`build_engine`."""
-    return ModelMetadata.from_json(engine_path.with_name(engine_path.name + ".json").read_text())

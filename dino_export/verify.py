@@ -1,10 +1,15 @@
-"""ONNX Runtime vs PyTorch on real and random images, with written-down tolerances.
+"""An exported file, run by the runtime users run, against PyTorch float32, with written bounds.
 
-Tolerances (issue 4): fp32 max abs error <= 1e-4 on every output; fp16 cosine >= 0.999;
-int8 cosine >= 0.99 and mean IoU of the thresholded attention masks >= 0.9. Cosines are the
-minimum over images of the CLS (and patch-token) embeddings. Masks keep the smallest set of
-patches that holds 60 % of a head's attention mass, as the official ``visualize_attention.py
---threshold 0.6`` does.
+The file is opened with :class:`dino_runtime.Runtime` (backend and device as a user would pick
+them), fed the same uint8 BGR frames a camera would give, and its outputs are compared with
+the PyTorch model's on exactly the float input the runtime computed. So a check can only pass
+on the code path that users execute.
+
+Bounds (per precision the file runs in): fp32 max abs error <= 1e-4 on every output; fp16
+cosine >= 0.999; bf16 cosine >= 0.999 and mean mask IoU >= 0.95; int8 cosine >= 0.99 and mean
+mask IoU >= 0.9. Cosines are the minimum over images of the CLS (and patch-token) embeddings.
+Masks keep the smallest set of patches that holds 60 % of a head's attention mass, as the
+official ``visualize_attention.py --threshold 0.6`` does.
 """
 from __future__ import annotations
 
@@ -15,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dino_runtime.metadata import ModelMetadata
-from dino_train.models import VisionTransformer
+from dino_core.masks import DEFAULT_MASS, cosine, mask_iou, mass_threshold_masks
+from dino_core.metadata import InputFormat
+from dino_models import VisionTransformer
+from dino_runtime import Runtime
+from dino_runtime.preprocess import InputSpec, Preprocessor
 
-from .images import normalize_bgr, random_images, real_images
-
-MASK_MASS = 0.6
+from .images import ImageSet, verification_sets
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,14 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     "fp32": Tolerance(max_abs=1e-4),
     "fp16": Tolerance(min_cosine=0.999),
+    "bf16": Tolerance(min_cosine=0.999, min_mask_iou=0.95),
     "int8": Tolerance(min_cosine=0.99, min_mask_iou=0.9),
 }
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """One input set: errors of the ONNX outputs against PyTorch float32."""
+    """One input set: errors of the file's outputs against PyTorch float32."""
 
     inputs: str
     count: int
@@ -59,6 +66,7 @@ class VerifyReport:
     precision: str
     tolerance: Tolerance
     rows: list[Comparison] = field(default_factory=list)
+    runner: str = ""           # which backend and device ran the file
 
     @property
     def failures(self) -> list[str]:
@@ -101,89 +109,24 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def attention_masks(attn: np.ndarray, mass: float = MASK_MASS) -> np.ndarray:
-    """Attention (B, heads, h, w) -> bool masks of the same shape holding ``mass`` of each head.
-
-    Patches are sorted by weight; those whose cumulative normalised weight (ascending) exceeds
-    ``1 - mass`` are kept, i.e. the largest ones that together make up ``mass``.
-    """
-    flat = attn.reshape(*attn.shape[:2], -1).astype(np.float64)
-    order = np.argsort(flat, axis=-1)
-    sorted_vals = np.take_along_axis(flat, order, axis=-1)
-    cum = np.cumsum(sorted_vals / sorted_vals.sum(-1, keepdims=True), axis=-1)
-    keep_sorted = cum > (1 - mass)
-    keep = np.empty_like(keep_sorted)
-    np.put_along_axis(keep, order, keep_sorted, axis=-1)
-    return keep.reshape(attn.shape)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU per (image, head) of two bool mask arrays (B, heads, h, w) -> (B, heads)."""
-    inter = (a & b).sum(axis=(-2, -1))
-    union = (a | b).sum(axis=(-2, -1))
-    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of (B, ...) arrays, flattened per row -> (B,)."""
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
-
-
-def torch_reference(model: VisionTransformer, bgr: np.ndarray) -> dict[str, np.ndarray]:
-    """PyTorch float32 outputs for uint8 BGR images: cls (B, D), attn (B, heads, h, w),
-    patch (B, N, D); the model's own interpolation, not the export's constant."""
-    x = torch.from_numpy(normalize_bgr(bgr))
+def torch_reference(model: VisionTransformer, x: np.ndarray) -> dict[str, np.ndarray]:
+    """PyTorch float32 outputs for normalised float input (B, 3, H, W): cls (B, D), attn
+    (B, heads, h, w), patch (B, N, D); the model's own interpolation, not the export's constant."""
     with torch.no_grad():
-        cls, patch, attn = model.forward_features_and_attention(x)
+        cls, patch, attn = model.forward_features_and_attention(torch.from_numpy(x))
     gh, gw = x.shape[-2] // model.patch_size, x.shape[-1] // model.patch_size
     return {"cls": cls.numpy(), "patch": patch.numpy(),
             "attn": attn.unflatten(-1, (gh, gw)).numpy()}
 
 
-class OnnxRunner:
-    """An ONNX Runtime session (CPU unless ``providers`` says otherwise) fed uint8 BGR images
-    in chunks of the file's batch."""
-
-    def __init__(self, path: str | Path, meta: ModelMetadata, threads: int = 0,
-                 providers: list | None = None) -> None:
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        self.session = ort.InferenceSession(str(path), opts,
-                                            providers=providers or ["CPUExecutionProvider"])
-        self.meta = meta
-        self.names = [o.name for o in self.session.get_outputs()]
-
-    def chunk(self) -> int:
-        spec = self.meta.batch
-        return int(spec.split(",")[-1]) if spec.startswith("dynamic:") else int(spec)
-
-    def __call__(self, bgr: np.ndarray) -> dict[str, np.ndarray]:
-        n, step = len(bgr), self.chunk()
-        pieces = []
-        for i in range(0, n, step):
-            part = bgr[i:i + step]
-            pad = step - len(part) if not self.meta.batch.startswith("dynamic:") else 0
-            if pad:  # a fixed batch: repeat the last image, drop its outputs below
-                part = np.concatenate([part, np.repeat(part[-1:], pad, axis=0)])
-            feed = part if self.meta.input_format == "uint8_nhwc_bgr" else normalize_bgr(part)
-            outs = self.session.run(None, {self.meta.input_name: feed})
-            pieces.append([o[:len(part) - pad] for o in outs])
-        return {name: np.concatenate([p[k] for p in pieces]).astype(np.float32)
-                for k, name in enumerate(self.names)}
-
-
 def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> Comparison:
-    """One table row; outputs the file lacks count as zero error (they are not in the graph)."""
+    """One table row; outputs the file lacks are not compared (they are not in the graph)."""
     def max_abs(name: str) -> float | None:
         return float(np.abs(ref[name] - got[name]).max()) if name in got else None
-    attn_ref = ref["attn"]
     attn_got = got.get("attn")
     if attn_got is not None:
-        ious = mask_iou(attention_masks(attn_ref), attention_masks(attn_got))
+        ious = mask_iou(mass_threshold_masks(ref["attn"], DEFAULT_MASS),
+                        mass_threshold_masks(attn_got, DEFAULT_MASS))
     else:
         ious = np.full(1, math.nan)
     return Comparison(
@@ -195,26 +138,31 @@ def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) 
         patch_cosine=float(cosine(ref["patch"], got["patch"]).min()) if "patch" in got else None)
 
 
-def verification_inputs(size: tuple[int, int], real: int = 8, rand: int = 4
-                        ) -> list[tuple[str, np.ndarray]]:
-    """Real photos (Imagenette when present, else synthetic) and uniform-noise images."""
-    label, imgs = real_images(real, size)
-    return [(label, imgs), ("random", random_images(rand, size, seed=1))]
+def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
+                 precision: str = "auto") -> Runtime:
+    """The file as users open it, without masks (they are computed here for both sides)."""
+    return Runtime(path, backend=backend, device=device, precision=precision, threshold=None,
+                   batch_size=64, warmup=False)
 
 
-def verify_onnx(path: str | Path, model: VisionTransformer, meta: ModelMetadata,
-                inputs: list[tuple[str, np.ndarray]] | None = None, threads: int = 0
+def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,
+                backend: str = "auto", device: str = "cpu", precision: str = "auto"
                 ) -> VerifyReport:
-    """Run the file and the model on the same images; the report says whether it passes."""
-    return verify_runner(OnnxRunner(path, meta, threads), model, meta, inputs)
-
-
-def verify_runner(runner, model: VisionTransformer, meta: ModelMetadata,
-                  inputs: list[tuple[str, np.ndarray]] | None = None) -> VerifyReport:
-    """``runner(bgr) -> {output name: array}`` (ONNX Runtime or an engine) against PyTorch,
-    with the tolerance of ``meta.precision``."""
-    inputs = inputs if inputs is not None else verification_inputs(tuple(meta.img_size))
-    report = VerifyReport(meta.precision, TOLERANCES[meta.precision])
+    """Run the file through the runtime and the model on the same frames; the report says
+    whether it meets the bounds of the precision it ran in."""
+    runtime = open_runtime(path, backend, device, precision)
+    meta = runtime.metadata
+    inputs = inputs if inputs is not None else verification_sets(meta.img_size)
+    ran_in = getattr(runtime.backend, "precision", meta.precision)
+    report = VerifyReport(ran_in, TOLERANCES[ran_in],
+                          runner=f"{runtime.backend.name} ({runtime.device})")
+    # The float input the runtime computes from each frame: the reference's input, exactly.
+    to_float = Preprocessor(InputSpec(meta.img_size, InputFormat.FLOAT_NCHW, meta.mean, meta.std))
     for label, bgr in inputs:
-        report.rows.append(compare(label, torch_reference(model, bgr), runner(bgr)))
+        got = runtime(bgr)
+        named = {"cls": got.cls, "attn": got.attn}
+        if got.patch is not None:
+            named["patch"] = got.patch
+        x = np.stack([to_float(frame) for frame in bgr])
+        report.rows.append(compare(label, torch_reference(model, x), named))
     return report

@@ -1,6 +1,7 @@
 """dino_runtime: run exported DINO models on images, video and cameras. Imports without torch."""
+from dino_core.metadata import ModelMetadata
+
 from .api import Runtime
-from .metadata import ModelMetadata
 from .render import RenderOptions
 from .results import BatchResult, FrameResult
 from .sources import SourceSpec, open_source

@@ -14,11 +14,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .backends import BackendOptions, load_backend
-from .errors import OptionError
-from .pipeline import Pipeline, PipelineConfig, RunSummary, effective_batch
-from .postprocess import HeadSelection, mass_threshold_masks
-from .preprocess import InputSpec, Preprocessor, stack
+from dino_core.batching import chunks, stack_padded
+from dino_core.errors import OptionError
+from dino_core.masks import mass_threshold_masks
+
+from .backends import BackendOptions, ModelOutputs, load_backend
+from .pipeline import Pipeline, PipelineConfig, RunSummary
+from .postprocess import HeadSelection
+from .preprocess import InputSpec, Preprocessor
 from .render import RenderOptions
 from .results import BatchResult, FrameResult
 from .sources import Source, SourceSpec, open_source
@@ -48,12 +51,13 @@ class Runtime:
         self.threshold = threshold
         if batch_size < 1:
             raise OptionError(f"batch size must be >= 1, got {batch_size}")
-        self.batch_size, self.pad_to = effective_batch(batch_size, self.metadata.batch)
+        self.batch_size, self.pad_to = self.metadata.batch.calls(batch_size)
         self.preprocessor = Preprocessor(InputSpec.from_metadata(self.metadata))
         self.last_summary: RunSummary | None = None
         if warmup:  # the first call allocates and plans; keep that out of every timing
             h, w = self.metadata.img_size
-            self.backend.run(stack([self.preprocessor(np.zeros((h, w, 3), np.uint8))], self.pad_to))
+            self.backend.run(stack_padded([self.preprocessor(np.zeros((h, w, 3), np.uint8))],
+                                          self.pad_to))
 
     @property
     def device(self) -> str:
@@ -69,8 +73,7 @@ class Runtime:
         if not images:
             raise ValueError("no frames given")
         inputs = [self.preprocessor(image) for image in images]
-        parts = [self._run_chunk(inputs[i:i + self.batch_size])
-                 for i in range(0, len(inputs), self.batch_size)]
+        parts = [self._run_chunk(inputs[part]) for part in chunks(len(inputs), self.batch_size)]
         cls = np.concatenate([p.cls for p in parts])
         attn = np.concatenate([p.attn for p in parts])
         patch = (np.concatenate([p.patch for p in parts]) if parts[0].patch is not None else None)
@@ -78,8 +81,8 @@ class Runtime:
                  if self.threshold is not None else None)
         return BatchResult(cls, attn, masks, patch)
 
-    def _run_chunk(self, inputs: list[np.ndarray]):
-        out = self.backend.run(stack(inputs, self.pad_to))
+    def _run_chunk(self, inputs: list[np.ndarray]) -> ModelOutputs:
+        out = self.backend.run(stack_padded(inputs, self.pad_to))
         n = len(inputs)  # drop the rows that only padded a fixed-batch graph
         out.cls, out.attn = out.cls[:n], out.attn[:n]
         out.patch = out.patch[:n] if out.patch is not None else None

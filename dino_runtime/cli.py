@@ -3,26 +3,28 @@
     dino-run --model vits16.onnx --camera 0 --show-attention
     dino-run --model vits16.onnx --source clip.mp4 --mask --save out.mp4 --embeddings cls.npy --no-display
 
-Exit status: 0 done (also after q/Esc), 1 a problem with the input (one line on stderr),
-130 interrupted by Ctrl-C (outputs written so far are finalised first).
+Exit status (``dino_core.cli``): 0 done (also after q/Esc), 1 a problem with the input, 2 a
+usage error (one line on stderr each), 128 + the signal after Ctrl-C (130), SIGTERM (143) or
+SIGHUP (129), once the outputs written so far are finalised.
 """
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import signal
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 import click
 import cv2
 
+from dino_core.cli import run as run_command
+from dino_core.errors import UserError
+from dino_core.signals import GracefulStop
+
 from .api import Runtime
 from .backends import BACKEND_CHOICES
 from .display import Display, check_display_available
-from .errors import RuntimeUserError
 from .pipeline import Pipeline
 from .postprocess import HeadSelection
 from .preprocess import aspect_warning
@@ -30,8 +32,7 @@ from .render import RenderOptions
 from .sources import ImageFiles, Source, SourceSpec, open_source
 from .writers import MaskPngs, Sink, VideoSink, embeddings_sink
 
-EXIT_USER_ERROR = 1
-EXIT_INTERRUPTED = 130
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,26 +100,13 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
                       precision=opts.precision, frame_size=frame_hw)
     meta = runtime.metadata
     if opts.render.pca and "patch" not in meta.outputs:
-        raise RuntimeUserError(f"--pca needs patch tokens, and {opts.model} exports only "
+        raise UserError(f"--pca needs patch tokens, and {opts.model} exports only "
                                f"{', '.join(meta.outputs)}; re-export it with the patch output")
     if frame_hw is not None:
         hint = aspect_warning(frame_hw, meta.img_size, meta.patch_size)
         if hint:
-            click.echo(f"dino-run: warning: {hint}", err=True)
+            log.warning(hint)
     return runtime
-
-
-@contextlib.contextmanager
-def graceful_sigint(pipe: Pipeline) -> Iterator[None]:
-    """First Ctrl-C: stop the pipeline and let outputs be finalised; a second one: abort."""
-    def handler(signum, frame):
-        pipe.stop("interrupted (SIGINT)")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def consume(pipe: Pipeline, sinks: list[Sink], display: Display | None) -> None:
@@ -163,13 +151,14 @@ def run(opts: RunOptions) -> int:
                             render=opts.render if needs_image else None,
                             keep_patch=False)
     display = Display() if opts.display else None
-    try:
-        with graceful_sigint(pipe):
+    # Ctrl-C, SIGTERM, SIGHUP: stop the stages and finalise the outputs; a second one aborts.
+    with GracefulStop(pipe.stop) as stop:
+        try:
             consume(pipe, sinks, display)
-    finally:
-        close_all(sinks, display)
-        click.echo(pipe.summary.format())
-    return EXIT_INTERRUPTED if pipe.summary.stop_reason.startswith("interrupted") else 0
+        finally:
+            close_all(sinks, display)
+            click.echo(pipe.summary.format())
+    return stop.exit_code if stop.requested else 0
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -212,27 +201,14 @@ def command(model, camera, source, show_attention, heads, mask, threshold, pca, 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one line on stderr and exit 1 for anything the user can fix."""
+    """Console entry point (``dino-run``)."""
     # OpenCV and FFmpeg would print their own warnings for every bad frame or failed open;
     # the runtime counts and reports those itself.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
     # FFmpeg logs through its own channel ("moov atom not found"); -8 is AV_LOG_QUIET. Set in
     # main, not at import, and only when the user has not chosen a level.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    try:
-        code = command.main(args=argv, prog_name="dino-run", standalone_mode=False)
-    except click.exceptions.Exit as e:  # --help
-        code = e.exit_code
-    except click.ClickException as e:
-        click.echo(f"dino-run: {e.format_message()} (see dino-run --help)", err=True)
-        code = EXIT_USER_ERROR
-    except RuntimeUserError as e:
-        click.echo(f"dino-run: {e}", err=True)
-        code = EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        click.echo("dino-run: interrupted", err=True)
-        code = EXIT_INTERRUPTED
-    sys.exit(code or 0)
+    sys.exit(run_command(command, "dino-run", argv))
 
 
 if __name__ == "__main__":

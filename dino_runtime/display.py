@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 
-from .errors import OutputError
+from dino_core.errors import OutputError
 
 QUIT_KEYS = (ord("q"), ord("Q"), 27)  # 27 = Esc
 

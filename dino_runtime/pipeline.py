@@ -23,9 +23,12 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from .backends.base import Backend, ModelOutputs, batch_limits
-from .postprocess import HeadSelection, PcaColors, mass_threshold_masks, normalize_maps
-from .preprocess import InputSpec, Preprocessor, stack
+from dino_core.batching import stack_padded
+from dino_core.masks import mass_threshold_masks
+
+from .backends.base import Backend, ModelOutputs
+from .postprocess import HeadSelection, PcaColors, normalize_maps
+from .preprocess import InputSpec, Preprocessor
 from .render import RenderOptions, render
 from .results import FrameResult
 from .sources import Frame, Source
@@ -107,14 +110,6 @@ def _at(values: np.ndarray | None, i: int) -> np.ndarray | None:
     return None if values is None else values[i]
 
 
-def effective_batch(requested: int, batch_spec: str) -> tuple[int, int | None]:
-    """(frames per inference call, fixed graph batch to pad to or None)."""
-    fixed, largest = batch_limits(batch_spec)
-    if fixed is not None:
-        return fixed, fixed
-    return (min(requested, largest) if largest else requested), None
-
-
 class Pipeline:
     """Run ``source`` through ``backend``; iterate :meth:`run` for results in order."""
 
@@ -123,7 +118,7 @@ class Pipeline:
         self.backend = backend
         self.config = config
         self.live = source.info.live if config.live is None else config.live
-        self.batch, self.pad_to = effective_batch(config.batch, backend.metadata.batch)
+        self.batch, self.pad_to = backend.metadata.batch.calls(config.batch)
         self.pre = Preprocessor(InputSpec.from_metadata(backend.metadata))
         self.post = PostProcessor(config, backend.metadata.grid)
         self.summary = RunSummary()
@@ -219,7 +214,7 @@ class Pipeline:
             items, ended = self._fill_batch([first])
             frames = [f for f, _ in items]
             t0 = time.perf_counter()
-            outputs = self.backend.run(stack([x for _, x in items], self.pad_to))
+            outputs = self.backend.run(stack_padded([x for _, x in items], self.pad_to))
             self.summary.model_seconds += time.perf_counter() - t0
             self.summary.batches += 1
             if not self._put(self._inferred, (frames, outputs)):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import OptionError
+from dino_core.errors import OptionError
 
 HEAD_CHOICES = "mean|all|K"
 
@@ -42,25 +42,6 @@ class HeadSelection:
         if self.mode == "all":
             return attn
         return attn[:, self.index:self.index + 1]
-
-
-def mass_threshold_masks(maps: np.ndarray, threshold: float) -> np.ndarray:
-    """The official DINO mask: per map, the most-attended patches holding ``threshold`` of the mass.
-
-    (..., h, w) float -> (..., h, w) bool. As in ``visualize_attention.py``: sort each map
-    ascending, normalise by its sum, and keep the patches whose cumulative mass exceeds
-    ``1 - threshold``.
-    """
-    if not 0.0 < threshold <= 1.0:
-        raise OptionError(f"--threshold {threshold}: expected a mass fraction in (0, 1]")
-    shape = maps.shape
-    flat = maps.reshape(-1, shape[-2] * shape[-1])
-    order = np.argsort(flat, axis=1, kind="stable")
-    ascending = np.take_along_axis(flat, order, axis=1)
-    cumulative = np.cumsum(ascending / ascending.sum(axis=1, keepdims=True), axis=1)
-    keep = np.empty_like(cumulative, dtype=bool)
-    np.put_along_axis(keep, order, cumulative > (1.0 - threshold), axis=1)
-    return keep.reshape(shape)
 
 
 def normalize_maps(maps: np.ndarray) -> np.ndarray:

@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterator, Protocol
 import cv2
 import numpy as np
 
-from .errors import SourceError
+from dino_core.constants import IMAGE_SUFFIXES
+from dino_core.errors import SourceError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # Schemes whose streams have no end: a failed read is a disconnect, never the end of a file.
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt")
 URL_SCHEMES = LIVE_SCHEMES + ("http", "https")

@@ -14,7 +14,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .errors import OutputError
+from dino_core.errors import OutputError
+from dino_core.fileio import partial_path
+
 from .render import upsample_mask
 from .results import FrameResult
 
@@ -26,11 +28,6 @@ COPY_CHUNK = 1 << 20
 class Sink(Protocol):
     def write(self, result: FrameResult) -> None: ...
     def close(self) -> None: ...
-
-
-def partial_path(path: Path) -> Path:
-    """Temporary name beside ``path``, keeping its suffix (OpenCV picks the container by it)."""
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
 def check_parent(path: Path, option: str) -> Path:

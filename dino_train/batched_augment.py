@@ -30,7 +30,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.ops import roi_align
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, CropConfig
+from dino_core.constants import IMAGENET_MEAN, IMAGENET_STD
+
+from .data import CropConfig
 
 ASPECT_RANGE = (3 / 4, 4 / 3)   # RandomResizedCrop's default ratio range
 CROP_ATTEMPTS = 10              # ... and its number of tries before the central fallback

@@ -2,8 +2,9 @@
 
 Every official ``main_dino.py`` argument exists with its official default, spelled with dashes
 (``--batch-size-per-gpu``) and, as an alias, with the official underscores
-(``--batch_size_per_gpu``), so an official command line runs as is. Bad input: one line on
-stderr, exit status 2; a diverged run: exit status 1.
+(``--batch_size_per_gpu``), so an official command line runs as is. Errors follow
+:mod:`dino_core.cli`: one line on stderr; exit status 2 for a bad option, 1 for bad data or a
+diverged run, 130 after Ctrl-C (run the same command again to resume).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any, Callable
 
 import click
 
-from .errors import UserError
+from dino_core.cli import run
+from dino_core.errors import OptionError
+from dino_core.extras import require_extra
 
 # (official name, click type, default, help). Options taking a value; official bools take one too.
 OFFICIAL_OPTIONS: list[tuple[str, Any, Any, str]] = [
@@ -136,6 +139,7 @@ def official_options(f: Callable) -> Callable:
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def train_command(**kw: Any) -> None:
     """Pretrain a DINO ViT on a folder of images or videos (the official recipe)."""
+    require_extra("train", "dino-train")
     from .cpu_tuning import prefer_passive_omp_wait, will_train_on_cpu
     if will_train_on_cpu(kw["device"]):
         prefer_passive_omp_wait()  # before torch is imported; see cpu_tuning
@@ -156,10 +160,10 @@ def config_values(kw: dict[str, Any]) -> dict[str, Any]:
     if use_fp16 is not None:
         wanted = "fp16" if use_fp16 else "fp32"
         if kw["precision"] not in ("auto", wanted):
-            raise UserError(f"--use_fp16 {use_fp16} contradicts --precision {kw['precision']}")
+            raise OptionError(f"--use_fp16 {use_fp16} contradicts --precision {kw['precision']}")
         kw["precision"] = wanted
     if kw["data_path"] is None:
-        raise UserError("--data-path is required: a folder of images and/or videos")
+        raise OptionError("--data-path is required: a folder of images and/or videos")
     kw["compile"] = kw.pop("compile_")
     kw["random_crops"] = not kw.pop("deterministic_crops")
     kw["global_crops_scale"] = tuple(kw["global_crops_scale"])
@@ -178,9 +182,9 @@ def _ks(text: str) -> tuple[int, ...]:
     try:
         ks = tuple(int(x) for x in text.replace(" ", ",").split(",") if x)
     except ValueError:
-        raise UserError(f"--nb-knn {text!r}: expected integers like 10,20,100,200") from None
+        raise OptionError(f"--nb-knn {text!r}: expected integers like 10,20,100,200") from None
     if not ks or min(ks) < 1:
-        raise UserError(f"--nb-knn {text!r}: expected positive integers like 10,20,100,200")
+        raise OptionError(f"--nb-knn {text!r}: expected positive integers like 10,20,100,200")
     return ks
 
 
@@ -209,10 +213,12 @@ def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data:
                 num_workers: int, device: str, max_per_class: int | None,
                 json_path: str | None) -> None:
     """Weighted k-NN accuracy of a backbone's features (official eval_knn protocol)."""
-    from .checkpoint import load_backbone
+    require_extra("train", "dino-eval")
+    from dino_core.fileio import atomic_write_text
+    from dino_models.checkpoint import load_backbone
+
     from .knn import knn_evaluate, labelled_folder
     from .train import resolve_device
-    from .train_checkpoint import atomic_write_text
     ks = _ks(nb_knn)
     dev = resolve_device(device)
     model, info = load_backbone(checkpoint, checkpoint_key=checkpoint_key)
@@ -232,46 +238,17 @@ def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data:
 
 
 # -- entry points -------------------------------------------------------------------------------
-def _run(command: click.Command, args: list[str] | None = None) -> int:
-    """Run a click command; user errors become one line on stderr and a non-zero status."""
-    from .train import Diverged
-    try:
-        command.main(args=args, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        return 2
-    except Diverged as e:
-        click.echo(f"error: {e}", err=True)
-        return 1
-    except UserError as e:
-        click.echo(f"error: {user_message(e)}", err=True)
-        return 2
-    except (KeyboardInterrupt, click.exceptions.Abort):  # click turns Ctrl-C into Abort
-        click.echo("interrupted; run the same command again to resume", err=True)
-        return 130
-    return 0
-
-
-def user_message(e: UserError) -> str:
-    """The reason alone: a ``UserError`` raised in a DataLoader worker comes back with the
-    worker's traceback in its message, whose last line is the original reason."""
-    text = str(e)
-    if "Original Traceback" in text:
-        last = text.rstrip().splitlines()[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return text
+INTERRUPTED = "interrupted; run the same command again to resume"
 
 
 def main(args: list[str] | None = None) -> None:
     """``dino-train``."""
-    sys.exit(_run(train_command, args))
+    sys.exit(run(train_command, "dino-train", args, interrupted=INTERRUPTED))
 
 
 def eval_main(args: list[str] | None = None) -> None:
     """``dino-eval``."""
-    sys.exit(_run(eval_group, args))
+    sys.exit(run(eval_group, "dino-eval", args))
 
 
 if __name__ == "__main__":

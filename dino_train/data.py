@@ -24,12 +24,8 @@ from PIL import Image, ImageFilter, ImageOps
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from torchvision import transforms
 
-from .errors import UserError
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dino_core.constants import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, VIDEO_SUFFIXES
+from dino_core.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -57,9 +53,9 @@ def scan_folder(root: str | os.PathLike, video_stride: int = 15) -> ScanResult:
     result = ScanResult(samples=[])
     for path in sorted(_walk(root)):
         ext = path.suffix.lower()
-        if ext in IMAGE_EXTS:
+        if ext in IMAGE_SUFFIXES:
             result.samples.append(Sample(str(path)))
-        elif ext in VIDEO_EXTS:
+        elif ext in VIDEO_SUFFIXES:
             frames = _video_frame_count(path)
             if frames <= 0:
                 result.skipped.append((str(path), "unreadable video"))
@@ -68,7 +64,7 @@ def scan_folder(root: str | os.PathLike, video_stride: int = 15) -> ScanResult:
             result.skipped.append((str(path), "not an image or video file"))
     if not result.samples:
         raise UserError(f"{root}: no images or videos found (looked for "
-                        f"{' '.join(IMAGE_EXTS + VIDEO_EXTS)})")
+                        f"{' '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
     for path, reason in result.skipped[:5]:
         _warn(f"skipping {path}: {reason}")
     if len(result.skipped) > 5:

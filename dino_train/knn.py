@@ -18,8 +18,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from .data import IMAGE_EXTS, IMAGENET_MEAN, IMAGENET_STD
-from .errors import UserError
+from dino_core.constants import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD
+from dino_core.errors import UserError
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -53,7 +53,7 @@ def labelled_folder(root: str | os.PathLike, classes: list[str] | None = None,
         raise UserError(f"{root}: classes {', '.join(unknown[:5])} are not in the training set")
     paths, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_EXTS) \
+        files = sorted(p for p in (root / name).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
             if (root / name).is_dir() else []
         files = files[:max_per_class] if max_per_class else files
         paths += [str(p) for p in files]

@@ -22,25 +22,42 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from dino_core.errors import OptionError, UserError
+from dino_core.fileio import atomic_write_text
+from dino_core.precision import resolve_precision
+from dino_models import DINOHead
+from dino_models.archs import Arch, resolve_arch
+from dino_models.checkpoint import TOOLKIT_KEY, strip_prefix
+from dino_models.safe_load import load_pickle_checkpoint
+
 from . import distributed as D
-from .archs import Arch, resolve_arch
 from .batched_augment import BatchedMultiCrop, SourceImage, collate_sources
 from .cpu_tuning import keep_freed_memory
+from .data import (
+    CropConfig,
+    EpochSampler,
+    MultiCropAugmentation,
+    MultiCropDataset,
+    build_loader,
+    scan_folder,
+    steps_per_epoch,
+)
 from .data import _warn as data_warn
-from .data import (CropConfig, EpochSampler, MultiCropAugmentation, MultiCropDataset,
-                   build_loader, scan_folder, steps_per_epoch)
-from .errors import UserError
 from .ibot import IBOTPatchLoss
 from .logging_utils import IntervalMeter, JsonlLog, plot_training
 from .loss import CENTERINGS, DINOLoss, koleo_loss
-from .models import DINOHead
 from .multicrop import MultiCropWrapper
-from .optim import (OPTIMIZERS, LastLayerFreeze, build_optimizer, cancel_last_layer_grads,
-                    clip_gradients, ema_update, params_groups)
-from .safe_load import load_pickle_checkpoint
+from .optim import (
+    OPTIMIZERS,
+    LastLayerFreeze,
+    build_optimizer,
+    cancel_last_layer_grads,
+    clip_gradients,
+    ema_update,
+    params_groups,
+)
 from .schedules import Schedules, build_schedules
-from .train_checkpoint import (FORMAT_VERSION, TOOLKIT_KEY, atomic_save, atomic_write_text,
-                               rng_state, set_rng_state, with_prefix, without_prefix)
+from .train_checkpoint import FORMAT_VERSION, atomic_save, rng_state, set_rng_state, with_prefix
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 CPU_WORKER_NICENESS = 19   # data workers yield the cores to the training threads on CPU
@@ -151,14 +168,14 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise UserError(message)
+                raise OptionError(message)
         self.resolved_arch()
 
     def resolved_arch(self) -> Arch:
         try:
             return resolve_arch(self.arch.replace("deit", "vit"), self.patch_size)
         except ValueError as e:
-            raise UserError(str(e)) from None
+            raise OptionError(str(e)) from None
 
     def resolved_depth(self) -> int:
         """``--depth``, or the arch's own number of blocks when none is given."""
@@ -205,23 +222,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``auto``: fp16 on CUDA (the official default), bf16 on CPUs with native bf16, else fp32."""
-    if name == "auto":
-        if device.type == "cuda":
-            return "fp16"
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError("--precision bf16: this GPU has no bf16 support; use fp16 or fp32")
-    return name
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
+def resolve_train_precision(name: str, device: torch.device) -> str:
+    """``auto``: fp16 on CUDA (the official default), bf16 on CPUs with native bf16, else fp32
+    (:func:`dino_core.precision.resolve_precision`)."""
+    cuda = device.type == "cuda"
+    return resolve_precision(name, device.type, ("fp32", "bf16", "fp16"), gpu_auto="fp16",
+                             gpu_bf16=not cuda or torch.cuda.is_bf16_supported(),
+                             what="dino-train")
 
 
 # -- builders -----------------------------------------------------------------------------------
@@ -583,8 +590,8 @@ def resume(t: Trainer) -> bool:
         raise UserError(f"{path} was written with {mismatch}; resume with the same options, or "
                         "use another --output-dir or --no-resume")
     try:
-        t.nets.student_module.load_state_dict(without_prefix(ckpt["student"], "module."))
-        t.nets.teacher.load_state_dict(without_prefix(ckpt["teacher"], "module."))
+        t.nets.student_module.load_state_dict(strip_prefix(ckpt["student"], "module."))
+        t.nets.teacher.load_state_dict(strip_prefix(ckpt["teacher"], "module."))
         t.optimizer.load_state_dict(ckpt["optimizer"])
         t.loss.load_state_dict(ckpt["dino_loss"])
         if t.ibot is not None:
@@ -791,7 +798,7 @@ def train(cfg: TrainConfig) -> RunSummary:
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         keep_freed_memory()
-    rt = Runtime(device, resolve_precision(cfg.precision, device),
+    rt = Runtime(device, resolve_train_precision(cfg.precision, device),
                  D.init_distributed(device.type, cfg.dist_url))
     try:
         trainer = build_trainer(cfg, rt)  # bad data fails here, before any folder is made

@@ -16,9 +16,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .fileio import atomic_output
+from dino_core.fileio import atomic_output
 
-TOOLKIT_KEY = "dino_edge"
 FORMAT_VERSION = 1
 
 
@@ -26,11 +25,6 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
     with atomic_output(path) as f:
         torch.save(obj, f)
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> None:
-    with atomic_output(path, "w") as f:
-        f.write(text)
 
 
 # -- RNG state as tensors (the safe loader accepts tensors and plain containers only) -----------
@@ -66,6 +60,3 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 def with_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {prefix + k: v for k, v in state.items()}
 
-
-def without_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dino_train.checkpoint import load_backbone
-from dino_train.errors import UserError
+from dino_core.errors import UserError
+from dino_models.checkpoint import load_backbone
 from dino_train.knn import knn_evaluate, labelled_folder
 
 

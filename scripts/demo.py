@@ -67,8 +67,8 @@ class Demo:
 def hub_weights() -> tuple[str | None, str]:
     """The official ViT-S/16 if cached or downloadable now; else None and the reason."""
     sys.path.insert(0, str(ROOT))
-    from dino_train.checkpoint import hub_cache_path, resolve_source
-    from dino_train.errors import CheckpointError
+    from dino_core.errors import CheckpointError
+    from dino_models.checkpoint import hub_cache_path, resolve_source
     cached = hub_cache_path(HUB_NAME)
     if cached.exists():
         return HUB_NAME, f"official DINO ViT-S/16 found in the torch hub cache ({cached})"

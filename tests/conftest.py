@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dino_train.models import DINOHead, VisionTransformer, vit_tiny
+from dino_models import DINOHead, VisionTransformer, vit_tiny
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -53,3 +53,18 @@ def shared_data() -> Path:
     if not DATA_DIR.is_dir():
         pytest.skip(f"real data not found at {DATA_DIR}")
     return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory) -> tuple[str, Path]:
+    """(label, folder) of 16 real photos: Imagenette from the shared data; without it, 16
+    synthetic scenes, labelled so (a test that needs real photos skips on that label)."""
+    import cv2
+
+    from dino_export.images import photos_from_tar, synthetic_images
+    folder = tmp_path_factory.mktemp("photos")
+    if (DATA_DIR / "imagenette-val.tar").is_file():
+        return "imagenette", photos_from_tar(DATA_DIR / "imagenette-val.tar", folder, 16)
+    for i, img in enumerate(synthetic_images(16, (256, 256), seed=3)):
+        cv2.imwrite(str(folder / f"{i:02d}.jpg"), img)
+    return "synthetic", folder

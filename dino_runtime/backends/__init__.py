@@ -12,8 +12,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BackendUnavailable, ModelError, OptionError
-from .base import Backend, BackendOptions, ModelOutputs, batch_limits
+from dino_core.errors import BackendUnavailable, ModelError, OptionError
+
+from .base import Backend, BackendOptions, ModelOutputs
 
 
 @dataclass(frozen=True)
@@ -24,11 +25,24 @@ class BackendEntry:
     suffixes: tuple[str, ...]     # model files it reads
     packages: tuple[str, ...]     # importable packages it needs
     install_hint: str
+    precisions: tuple[str, ...] = ()  # --precision values it honours besides auto; () = the file's
 
     def missing(self) -> list[str]:
         return [p for p in self.packages if not _importable(p)]
 
+    def check_precision(self, precision: str) -> None:
+        """:class:`OptionError` for a ``--precision`` this backend cannot honour."""
+        if precision == "auto" or precision in self.precisions:
+            return
+        if not self.precisions:
+            raise OptionError(f"--precision {precision}: the {self.name} backend runs a file in "
+                              "the precision it was exported in; export one with dino-export "
+                              f"--precision, or leave --precision at auto")
+        raise OptionError(f"--precision {precision}: the {self.name} backend takes auto, "
+                          f"{', '.join(self.precisions)}")
+
     def load(self, model_path: str | os.PathLike, options: BackendOptions) -> Backend:
+        self.check_precision(options.precision)
         missing = self.missing()
         if missing:
             raise BackendUnavailable(f"backend {self.name} needs {', '.join(missing)}: "
@@ -50,8 +64,8 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
     BackendEntry("onnxruntime", "ort_backend", "OrtBackend", (".onnx",),
                  ("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)"),
     BackendEntry("torch", "torch_backend", "TorchBackend", (".pth", ".pt", ".safetensors"),
-                 ("torch", "dino_train"), "install PyTorch, or export the checkpoint with "
-                 "dino-export and run the .onnx file"),
+                 ("torch", "dino_models"), "pip install 'dino-edge[export]' (PyTorch), or export "
+                 "the checkpoint with dino-export and run the .onnx file", ("fp32", "bf16")),
 )}
 BACKEND_CHOICES = ("auto",) + tuple(BACKENDS)
 
@@ -85,4 +99,4 @@ def load_backend(model_path: str | os.PathLike, name: str = "auto",
 
 
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendEntry", "BackendOptions",
-           "ModelOutputs", "backend_for", "batch_limits", "load_backend"]
+           "ModelOutputs", "backend_for", "load_backend"]

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..metadata import ModelMetadata
+from dino_core.metadata import ModelMetadata
 
 
 @dataclass
@@ -26,7 +26,7 @@ class BackendOptions:
     """Backend settings that do not depend on the model file."""
 
     device: str = "auto"            # auto | cpu | cuda | cuda:N
-    precision: str = "auto"         # torch backend: auto (bf16 where the CPU has it) | fp32 | bf16
+    precision: str = "auto"         # auto, or what the backend's table row honours (fp32, bf16)
     input_size: tuple[int, int] | None = None  # torch backend: (H, W); exported files fix it
     frame_size: tuple[int, int] | None = None  # torch backend: source (H, W); without input_size
     short_side: int = 224                      # it runs at this short side, the frame's aspect
@@ -38,14 +38,7 @@ class Backend(Protocol):
     name: str
     metadata: ModelMetadata
     device: str                      # what actually runs, e.g. "CPUExecutionProvider"
+    precision: str                   # what it computes in: the file's, or the one it resolved
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """Graph input (B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs for B frames."""
-
-
-def batch_limits(spec: str) -> tuple[int | None, int | None]:
-    """Metadata ``batch`` -> (fixed batch or None, largest batch or None for unbounded)."""
-    if spec.startswith("dynamic"):
-        parts = spec.split(":", 1)[1].split(",") if ":" in spec else []
-        return None, int(parts[2]) if len(parts) == 3 else None
-    return int(spec), int(spec)

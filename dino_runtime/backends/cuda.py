@@ -44,13 +44,13 @@ def parse_device(device: str) -> tuple[str, int]:
         return "cuda", 0
     if device.startswith("cuda:") and device[5:].isdigit():
         return "cuda", int(device[5:])
-    from ..errors import OptionError
+    from dino_core.errors import OptionError
     raise OptionError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def require_cuda(index: int) -> None:
     """Raise BackendUnavailable when GPU ``index`` does not exist."""
-    from ..errors import BackendUnavailable
+    from dino_core.errors import BackendUnavailable
     count = cuda_device_count()
     if index >= count:
         found = f"{count} CUDA device(s)" if count else "no CUDA driver or device"

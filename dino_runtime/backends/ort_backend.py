@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import ModelError
-from ..metadata import ModelMetadata
+from dino_core.errors import ModelError
+from dino_core.metadata import ModelMetadata
+
 from .base import BackendOptions, ModelOutputs
 from .cuda import cuda_device_count, parse_device, require_cuda, tensorrt_libraries_present
 
@@ -56,11 +57,8 @@ def session_options(threads: int | None) -> ort.SessionOptions:
 
 
 def read_metadata(session: ort.InferenceSession, where: str) -> ModelMetadata:
-    props = session.get_modelmeta().custom_metadata_map
-    try:
-        return ModelMetadata.from_props(props)
-    except ValueError as e:
-        raise ModelError(f"{where}: {e}; export it with dino-export") from None
+    """The file's :class:`ModelMetadata`, validated (a bad value is a one-line ModelError)."""
+    return ModelMetadata.from_props(session.get_modelmeta().custom_metadata_map, where)
 
 
 class OrtBackend:
@@ -81,6 +79,7 @@ class OrtBackend:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{path}: not a readable ONNX model ({first})") from None
         self.metadata = read_metadata(self.session, str(path))
+        self.precision = self.metadata.precision
         self.device = self.session.get_providers()[0]
         names = [o.name for o in self.session.get_outputs()]
         self._outputs = [n for n in ("cls", "attn", "patch") if n in names]

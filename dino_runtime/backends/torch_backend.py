@@ -1,10 +1,11 @@
 """PyTorch backend for training checkpoints (``.pth``/``.pt``/``.safetensors``).
 
-torch and dino_train are imported only when this backend is built, so the rest of the runtime
-imports without them. Checkpoints are read through ``dino_train.checkpoint.load_backbone``
-(safe unpickling, strict keys). On CPUs with native bf16 (AVX512-BF16 or AMX) the default
-precision is bf16, which roughly doubles matrix-multiply throughput; ``precision="fp32"`` gives
-the exported graphs' numerics.
+torch and dino_models are imported only when this backend is built, so the rest of the runtime
+imports without them. Checkpoints are read through ``dino_models.checkpoint.load_backbone``
+(safe unpickling, strict keys). The precision comes from :func:`dino_core.precision.
+resolve_precision`: on CPUs with native bf16 (AVX512-BF16 or AMX) the default is bf16, which
+roughly doubles matrix-multiply throughput; ``precision="fp32"`` gives the exported graphs'
+numerics.
 """
 from __future__ import annotations
 
@@ -13,19 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ModelError, OptionError
-from ..metadata import ModelMetadata
+from dino_core.errors import BackendUnavailable, ModelError, UserError
+from dino_core.metadata import ModelMetadata
+from dino_core.precision import resolve_precision
+
 from ..preprocess import fit_size
 from .base import BackendOptions, ModelOutputs
 from .cuda import parse_device
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
-def cpu_has_bf16(torch) -> bool:
-    """True when oneDNN can run bf16 matrix multiplies natively on this CPU."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check()) if check is not None else False
+PRECISIONS = ("fp32", "bf16")
 
 
 class TorchBackend:
@@ -36,15 +33,12 @@ class TorchBackend:
     def __init__(self, model_path: str | os.PathLike, options: BackendOptions = BackendOptions()):
         try:
             import torch
-            from dino_train.checkpoint import load_backbone
-            from dino_train.errors import UserError
+
+            from dino_models.checkpoint import load_backbone
         except ImportError as e:
-            raise BackendUnavailable(f"the torch backend needs PyTorch and dino_train ({e}); "
-                                     "install them, or export the model with dino-export "
+            raise BackendUnavailable(f"the torch backend needs PyTorch ({e}): pip install "
+                                     "'dino-edge[export]', or export the model with dino-export "
                                      "and run the .onnx file") from None
-        if options.precision not in PRECISIONS:
-            raise OptionError(f"unknown precision {options.precision!r}; "
-                             f"choose from {', '.join(PRECISIONS)}")
         self.torch = torch
         try:
             model, info = load_backbone(Path(model_path), download=False)
@@ -52,7 +46,11 @@ class TorchBackend:
             raise ModelError(str(e)) from None
         self.torch_device = self._device(options.device)
         self.model = model.to(self.torch_device).eval()
-        self.dtype = self._dtype(options.precision)
+        self.precision = resolve_precision(
+            options.precision, self.torch_device.type, PRECISIONS, gpu_auto="bf16",
+            gpu_bf16=self.torch_device.type != "cuda" or torch.cuda.is_bf16_supported(),
+            what="the torch backend")
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         size = tuple(options.input_size or self._default_size(options, info))
         if size[0] % info.patch_size or size[1] % info.patch_size:
             raise ModelError(f"input size {size[0]}x{size[1]} is not a multiple of the "
@@ -65,7 +63,7 @@ class TorchBackend:
             num_heads=info.num_heads, depth=info.depth, img_size=size,
             outputs={"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
                      "patch": ["B", grid[0] * grid[1], info.embed_dim]},
-            precision="bf16" if self.dtype == torch.bfloat16 else "fp32",
+            precision=self.precision,
             batch="dynamic:1,8,1024", checkpoint_sha256=info.sha256)
         self.device = f"torch {self.torch_device} {self.metadata.precision}"
 
@@ -84,16 +82,6 @@ class TorchBackend:
                                      "use --device cpu")
         return self.torch.device(f"cuda:{index}" if kind == "cuda" or (kind == "auto" and cuda)
                                  else "cpu")
-
-    def _dtype(self, precision: str):
-        torch = self.torch
-        if precision == "fp32":
-            return torch.float32
-        native = self.torch_device.type == "cuda" or cpu_has_bf16(torch)
-        if precision == "bf16" and not native:
-            raise BackendUnavailable("--precision bf16: this CPU has no native bf16 "
-                                     "(AVX512-BF16 or AMX); use --precision fp32")
-        return torch.bfloat16 if native else torch.float32
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """(B, 3, H, W) float32 normalised RGB -> outputs, see ModelOutputs."""

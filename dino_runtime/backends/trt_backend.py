@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendUnavailable, ModelError
-from ..metadata import ModelMetadata
-from .base import BackendOptions, ModelOutputs, batch_limits
+from dino_core.errors import BackendUnavailable, ModelError
+from dino_core.metadata import ModelMetadata
+
+from .base import BackendOptions, ModelOutputs
 from .cuda import parse_device, require_cuda
 
 REBUILD = "rebuild it on this machine with dino-export"
@@ -43,10 +44,7 @@ def read_sidecar(engine_path: Path) -> ModelMetadata:
     if not sidecar.is_file():
         raise ModelError(f"{engine_path}: metadata {sidecar.name} not found beside the engine; "
                          f"{REBUILD}")
-    try:
-        return ModelMetadata.from_json(sidecar.read_text())
-    except (ValueError, TypeError) as e:
-        raise ModelError(f"{sidecar}: not dino-export metadata ({e})") from None
+    return ModelMetadata.from_json(sidecar.read_text(), str(sidecar))
 
 
 class _Cuda:
@@ -85,6 +83,7 @@ class TensorRTBackend:
         trt, cudart = _import_trt()
         require_cuda(index)
         self.metadata = read_sidecar(path)
+        self.precision = self.metadata.precision
         built = self.metadata.tensorrt_version
         if built and built != trt.__version__:
             raise ModelError(f"{path}: built with TensorRT {built}, this machine has "
@@ -113,11 +112,10 @@ class TensorRTBackend:
         self.input_name = self.metadata.input_name
         if self.input_name not in names:
             raise ModelError(f"engine has no input {self.input_name!r} (tensors: {names}); {REBUILD}")
-        fixed, largest = batch_limits(self.metadata.batch)
         shape = tuple(engine.get_tensor_shape(self.input_name))
         if shape[0] < 0:
             shape = tuple(engine.get_tensor_profile_shape(self.input_name, 0)[2])
-        self.max_batch = fixed or largest or shape[0]
+        self.max_batch = self.metadata.batch.max
         self.outputs = [n for n in ("cls", "attn", "patch") if n in names]
         self.buffers: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         self.context.set_input_shape(self.input_name, (self.max_batch,) + shape[1:])

@@ -3,14 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from dino_export import ExportConfig, export_onnx
-from dino_export.images import imagenette_images, synthetic_images
-from dino_train.models import vit_small
+from dino_export import export_onnx
+from dino_models import vit_small
 
 
 @pytest.fixture(scope="session")
@@ -23,15 +21,9 @@ def vits8_pretrained(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def calib_dir(tmp_path_factory) -> Path:
-    """16 calibration JPEGs: Imagenette photos when the shared data is there, else synthetic."""
-    imgs = imagenette_images(16, (256, 256))
-    if imgs is None:
-        imgs = synthetic_images(16, (256, 256), seed=3)
-    folder = tmp_path_factory.mktemp("calib")
-    for i, img in enumerate(imgs):
-        cv2.imwrite(str(folder / f"{i:02d}.jpg"), img)
-    return folder
+def calib_dir(photos) -> Path:
+    """16 calibration photos: Imagenette when the shared data is there, else synthetic."""
+    return photos[1]
 
 
 @pytest.fixture(scope="session")

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from dino_export import read_metadata
+from dino_core.errors import UserError
+from dino_export import read_metadata, verify
 from dino_export.cli import main
-from dino_export.pipeline import ExportRequest, run_export
-from dino_export import verify
 from dino_export.config import ExportConfig
-from dino_train.errors import UserError
+from dino_export.pipeline import ExportRequest, run_export
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -39,7 +37,7 @@ def test_full_run_with_preprocess_and_dynamic_batch(tiny_pretrained, tmp_path, c
                                  "--outputs", "cls,attn", "--outputs", "patch"], capsys)
     assert code == 0, err
     meta = read_metadata(out)
-    assert meta.batch == "dynamic:1,2,4" and meta.input_format == "uint8_nhwc_bgr"
+    assert str(meta.batch) == "dynamic:1,2,4" and meta.input_format == "uint8_nhwc_bgr"
     assert list(meta.outputs) == ["cls", "attn", "patch"] and meta.img_size == (160, 224)
     assert "cls max|err|" in stdout and "-> PASS" in stdout
 
@@ -56,11 +54,20 @@ def test_full_run_with_preprocess_and_dynamic_batch(tiny_pretrained, tmp_path, c
     (["--checkpoint-key", "ema"], ["ema"]),
     (["--trt", "int8"], ["--trt int8", "--calib-data"]),
     (["--batch", "2", "--dynamic-batch", "1", "2", "4"], ["exclude each other"]),
+    (["--workspace", "2"], ["--workspace does not apply", "(onnx)", "trt-fp16 (--trt fp16)"]),
+    (["--calib-count", "8"], ["--calib-count does not apply", "onnx-int8 (--precision int8)"]),
+    (["--calib-data", "{tmp}", "--trt", "fp16"], ["--calib-data does not apply",
+                                                  "onnx, trt-fp16"]),
+    (["--batch", "0"], ["--batch must be >= 1"]),
+    (["--opset", "99"], ["--opset 99", "17..23"]),
+    (["--verify-data", "/nonexistent/dir"], ["--verify-data", "not a directory"]),
 ])
 def test_bad_options_give_one_line(tiny_training_checkpoint, tmp_path, capsys, args, needles):
     out = tmp_path / "x.onnx"
+    args = [a.format(tmp=tmp_path) for a in args]
     code, _, err = run_cli([str(tiny_training_checkpoint), "-o", str(out), *args], capsys)
     assert_one_line_error(code, err, *needles)
+    assert code == 2 or "--checkpoint-key" in args, "option mistakes are usage errors (2)"
     assert not out.exists()
 
 
@@ -95,9 +102,20 @@ def test_no_tensorrt_writes_and_verifies_onnx_then_fails(tiny_pretrained, tmp_pa
 def test_failed_verification_keeps_the_file_as_unverified(tiny_pretrained, tmp_path, monkeypatch):
     monkeypatch.setitem(verify.TOLERANCES, "fp32", verify.Tolerance(max_abs=1e-12))
     out = tmp_path / "m.onnx"
-    with pytest.raises(UserError, match="verification failed.*m.onnx.unverified"):
+    with pytest.raises(UserError, match="verification of m.onnx failed.*m.onnx.unverified"):
         run_export(ExportRequest(str(tiny_pretrained), out, ExportConfig()), log=lambda s: None)
     assert not out.exists() and (tmp_path / "m.onnx.unverified").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx.unverified"]
+
+
+def test_failed_verification_leaves_an_earlier_file_untouched(tiny_pretrained, tmp_path,
+                                                             monkeypatch):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the good file from an earlier export")
+    monkeypatch.setitem(verify.TOLERANCES, "fp32", verify.Tolerance(max_abs=1e-12))
+    with pytest.raises(UserError, match=r"m.onnx.unverified; .*m.onnx is unchanged"):
+        run_export(ExportRequest(str(tiny_pretrained), out, ExportConfig()), log=lambda s: None)
+    assert out.read_bytes() == b"the good file from an earlier export"
 
 
 def test_no_verify_skips_the_comparison(tiny_pretrained, tmp_path):

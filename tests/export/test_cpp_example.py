@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from dino_core.masks import cosine, mass_threshold_masks
 from dino_export import ExportConfig, export_onnx
-from dino_export.images import normalize_bgr, real_images
-from dino_export.verify import attention_masks, cosine
-from dino_train.checkpoint import load_backbone
+from dino_export.images import folder_images
+from dino_models.checkpoint import load_backbone
+from dino_runtime.preprocess import InputSpec, Preprocessor
 
 SOURCE = Path(__file__).resolve().parents[2] / "examples" / "cpp"
 
@@ -55,11 +56,12 @@ def run_example(binary: Path, model: Path, image: Path, mask: Path) -> np.ndarra
 
 
 @pytest.mark.parametrize("preprocess", [False, True])
-def test_cpp_embedding_and_mask_match_python(binary, tiny_pretrained, tmp_path, preprocess):
+def test_cpp_embedding_and_mask_match_python(binary, tiny_pretrained, photos, tmp_path,
+                                              preprocess):
     size = (160, 224)
     model_path = export_onnx(tiny_pretrained, tmp_path / "m.onnx",
                              ExportConfig(img_size=size, preprocess=preprocess))
-    _, images = real_images(1, size)
+    images = folder_images(photos[1], 1, size)
     image = tmp_path / "image.png"
     cv2.imwrite(str(image), images[0])
     mask_path = tmp_path / "mask.png"
@@ -67,13 +69,14 @@ def test_cpp_embedding_and_mask_match_python(binary, tiny_pretrained, tmp_path, 
 
     model, _ = load_backbone(tiny_pretrained)
     with torch.no_grad():
-        cls, attn = model.forward_cls_and_attention(torch.from_numpy(normalize_bgr(images)))
+        x = Preprocessor(InputSpec(size))(images[0])[None]
+        cls, attn = model.forward_cls_and_attention(torch.from_numpy(x))
     assert cls_cpp.shape == (192,)
     assert cosine(cls_cpp[None], cls.numpy())[0] >= 0.999
     assert np.abs(cls_cpp - cls.numpy()[0]).max() <= 1e-3
 
     grid = attn.reshape(1, 3, size[0] // 16, size[1] // 16).mean(1, keepdim=True).numpy()
-    expected = np.kron(attention_masks(grid)[0, 0], np.ones((16, 16), bool))
+    expected = np.kron(mass_threshold_masks(grid)[0, 0], np.ones((16, 16), bool))
     written = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
     assert written.shape == size and set(np.unique(written)) <= {0, 255}
     got = written > 0

@@ -8,13 +8,13 @@ import onnx
 import pytest
 import torch
 
+from dino_core.constants import INPUT_BGR, INPUT_FLOAT
 from dino_export import ExportConfig, export_onnx, read_metadata
-from dino_export.images import normalize_bgr
+from dino_export.images import verification_sets
 from dino_export.onnx_export import run_onnx
-from dino_export.verify import verification_inputs, verify_onnx
-from dino_runtime.metadata import INPUT_BGR, INPUT_FLOAT
+from dino_export.verify import verify_file
+from dino_models.checkpoint import file_sha256, load_backbone
 from dino_runtime.preprocess import InputSpec, Preprocessor
-from dino_train.checkpoint import file_sha256, load_backbone
 
 from .conftest import rng_images
 
@@ -39,7 +39,7 @@ def test_tiny_matches_pytorch(tiny_pretrained, tmp_path, size):
     path = export_onnx(tiny_pretrained, tmp_path / "m.onnx", ExportConfig(img_size=size))
     check_graph(path, depth=2)
     model, _ = load_backbone(tiny_pretrained)
-    report = verify_onnx(path, model, read_metadata(path))
+    report = verify_file(path, model)
     assert report.passed, report.table()
     assert all(r.cls_max_abs <= 1e-4 and r.attn_max_abs <= 1e-4 for r in report.rows)
 
@@ -48,7 +48,7 @@ def test_metadata(tiny_pretrained, tiny_onnx):
     meta = read_metadata(tiny_onnx)
     assert (meta.arch, meta.patch_size, meta.embed_dim, meta.num_heads, meta.depth) == \
         ("vit_tiny", 16, 192, 3, 2)
-    assert meta.img_size == (224, 224) and meta.batch == "1" and meta.precision == "fp32"
+    assert meta.img_size == (224, 224) and str(meta.batch) == "1" and meta.precision == "fp32"
     assert meta.outputs == {"cls": ["B", 192], "attn": ["B", 3, 14, 14]}
     assert meta.input_name == INPUT_FLOAT and meta.input_format == "float_nchw_rgb_normalized"
     assert meta.checkpoint_sha256 == file_sha256(tiny_pretrained)
@@ -82,7 +82,7 @@ def test_dynamic_batch_and_patch_output(tiny_pretrained, tmp_path):
     cfg = ExportConfig(dynamic_batch=(1, 2, 8), outputs=("patch", "cls", "attn"))
     path = export_onnx(tiny_pretrained, tmp_path / "d.onnx", cfg)
     meta = read_metadata(path)
-    assert meta.batch == "dynamic:1,2,8"
+    assert str(meta.batch) == "dynamic:1,2,8"
     assert list(meta.outputs) == ["cls", "attn", "patch"]
     model, _ = load_backbone(tiny_pretrained)
     for batch in (1, 3, 8):
@@ -106,10 +106,11 @@ def test_preprocess_graph_equals_python_preprocessing(tiny_pretrained, tiny_onnx
     assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
     bgr = rng_images(2, (224, 224), seed=5)
     baked = run_onnx(path, bgr)
-    float_in = normalize_bgr(bgr)
-    # the runtime's own preprocessing produces the same float input
-    runtime = Preprocessor(InputSpec((224, 224)))
-    np.testing.assert_allclose(np.stack([runtime.normalize(b) for b in bgr]), float_in, atol=1e-5)
+    # the runtime's own preprocessing gives (x / 255 - mean) / std in RGB order
+    float_in = np.stack([Preprocessor(InputSpec((224, 224))).normalize(b) for b in bgr])
+    rgb = bgr[..., ::-1].astype(np.float32) / 255
+    expected = (rgb - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(float_in, expected.transpose(0, 3, 1, 2), atol=1e-5)
     for i in range(2):
         ref = run_onnx(tiny_onnx, float_in[i:i + 1])
         np.testing.assert_allclose(baked[0][i:i + 1], ref[0], atol=1e-4)
@@ -123,7 +124,7 @@ def test_opset_23_has_fused_attention_except_the_last_block(tiny_pretrained, tmp
     counts = ops(path)
     assert counts["Attention"] == 1 and counts["Softmax"] == 1  # depth 2: block 0 fused
     model, _ = load_backbone(tiny_pretrained)
-    assert verify_onnx(path, model, read_metadata(path)).passed
+    assert verify_file(path, model).passed
 
 
 @pytest.mark.slow
@@ -135,6 +136,6 @@ def test_vits8_matches_pytorch(vits8_pretrained, tmp_path):
     model, _ = load_backbone(vits8_pretrained)
     meta = read_metadata(path)
     assert meta.outputs["attn"] == ["B", 6, 28, 36] and meta.arch == "vit_small"
-    # 4 real + 2 random images: the full default set costs ~30 s more on 2 shared cores
-    report = verify_onnx(path, model, meta, verification_inputs((224, 288), real=4, rand=2))
+    # 4 synthetic + 2 random images: the full default set costs ~30 s more on 2 shared cores
+    report = verify_file(path, model, verification_sets((224, 288), count=4, noise=2))
     assert report.passed, report.table()

@@ -1,14 +1,14 @@
 """fp16 and int8 files: structure (what stays float32) and accuracy within the written bounds."""
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 
+from dino_core.errors import UserError
 from dino_export import ExportConfig, export_onnx, read_metadata
-from dino_export.verify import TOLERANCES, verify_onnx
-from dino_train.checkpoint import load_backbone
-from dino_train.errors import UserError
+from dino_export.images import verification_sets
+from dino_export.verify import TOLERANCES, verify_file
+from dino_models.checkpoint import load_backbone
 
 FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
@@ -36,12 +36,13 @@ def test_fp16_structure_and_accuracy(tiny_pretrained, tmp_path):
     assert all(types[i] == FLOAT for n in kept for i in n.input if i)
     assert read_metadata(path).precision == "fp16"
     model, _ = load_backbone(tiny_pretrained)
-    report = verify_onnx(path, model, read_metadata(path))  # ORT's CPU EP runs fp16 graphs
+    report = verify_file(path, model)  # ORT's CPU EP runs fp16 graphs
     assert report.passed, report.table()
     assert min(r.cls_cosine for r in report.rows) >= TOLERANCES["fp16"].min_cosine
 
 
-def test_int8_qdq_keeps_norms_softmax_and_residuals_float(tiny_pretrained, calib_dir, tmp_path):
+def test_int8_qdq_keeps_norms_softmax_and_residuals_float(tiny_pretrained, photos, tmp_path):
+    label, calib_dir = photos
     cfg = ExportConfig(precision="int8", calib_data=calib_dir, calib_count=16)
     path = export_onnx(tiny_pretrained, tmp_path / "q.onnx", cfg)
     proto = onnx.load(str(path))
@@ -56,8 +57,9 @@ def test_int8_qdq_keeps_norms_softmax_and_residuals_float(tiny_pretrained, calib
     meta = read_metadata(path)
     assert meta.precision == "int8"
     model, _ = load_backbone(tiny_pretrained)
-    report = verify_onnx(path, model, meta)
+    report = verify_file(path, model, verification_sets(meta.img_size, calib_dir))
     assert report.passed, report.table()
+    assert report.rows[0].inputs == "verify-data", f"{label} photos are verified on"
     tol = TOLERANCES["int8"]
     assert all(r.cls_cosine >= tol.min_cosine and r.mask_iou >= tol.min_mask_iou for r in report.rows)
 

@@ -7,21 +7,33 @@ from pathlib import Path
 import click
 import pytest
 
+from dino_core.errors import OptionError, UserError
 from dino_export import cli as export_cli
 from dino_export.config import ExportConfig, check_img_size
-from dino_export.targets import TARGETS, engine_path, markdown_table, target_for
-from dino_export.tensorrt import EngineConfig, input_shapes, trtexec_command
 from dino_export.onnx_export import read_metadata
-from dino_train.errors import UserError
+from dino_export.targets import (
+    COMMON,
+    TARGETS,
+    check_options,
+    engine_path,
+    markdown_table,
+    select,
+    target_for,
+)
+from dino_export.tensorrt import EngineConfig, input_shapes, trtexec_command
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
-def export_section() -> str:
+def readme_section(title: str) -> str:
     text = README.read_text()
-    start = text.index("## Export")
+    start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
     return text[start:end if end > 0 else None]
+
+
+def export_section() -> str:
+    return readme_section("dino-export")
 
 
 def test_readme_documents_every_cli_option():
@@ -32,6 +44,15 @@ def test_readme_documents_every_cli_option():
     assert not missing, f"README ## Export lacks {missing}"
 
 
+def test_readme_documents_every_dino_run_option():
+    from dino_runtime import cli as run_cli
+    section = readme_section("dino-run")
+    options = [opt for p in run_cli.command.params if isinstance(p, click.Option)
+               for opt in p.opts if opt.startswith("--") and opt != "--help"]
+    missing = [o for o in options if o not in section]
+    assert not missing, f"README ## dino-run lacks {missing}"
+
+
 def test_readme_has_the_target_table():
     assert markdown_table() in export_section()
 
@@ -39,10 +60,23 @@ def test_readme_has_the_target_table():
 def test_target_table():
     assert {t.name for t in TARGETS} == {"onnx", "onnx-fp16", "onnx-int8", "trt-fp32",
                                          "trt-fp16", "trt-int8"}
-    assert all(t.needs_gpu == (t.format == "engine") for t in TARGETS)
+    assert all(t.needs_gpu == (t.kind == "engine") for t in TARGETS)
     assert engine_path(Path("out/m.onnx"), "fp16") == Path("out/m.fp16.engine")
     with pytest.raises(UserError, match="fp32, fp16, int8"):
         target_for("engine", "fp8")
+
+
+def test_the_table_decides_which_options_an_export_takes():
+    check_options(select("fp32", None), {"--img-size", "--outputs", "--verify-data"})
+    check_options(select("int8", "int8"), {"--calib-data", "--calib-count", "--workspace"})
+    with pytest.raises(OptionError, match=r"--workspace does not apply to this export \(onnx\)"):
+        check_options(select("fp32", None), {"--workspace"})
+    with pytest.raises(OptionError, match=r"onnx-int8 \(--precision int8\) needs --calib-data"):
+        check_options(select("int8", None), set())
+    # every option of the command is either common or taken by some row: none is orphaned
+    options = {max(p.opts, key=len) for p in export_cli.cli.params if isinstance(p, click.Option)
+               and p.name != "help"}
+    assert options <= set(COMMON) | {o for t in TARGETS for o in t.options}
 
 
 def test_img_size_error_names_nearest_sizes():

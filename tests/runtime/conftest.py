@@ -181,8 +181,9 @@ def run_cli(*args: str) -> tuple[int, str, str]:
     return out.returncode, out.stdout, out.stderr
 
 
-def assert_one_line_error(code: int, err: str, *needles: str) -> None:
-    assert code == 1, err
+def assert_one_line_error(code: int, err: str, *needles: str, status: int = 1) -> None:
+    """One ``dino-run:`` line and ``status`` (1 a user error, 2 a usage error)."""
+    assert code == status, err
     lines = [line for line in err.strip().splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith("dino-run: "), err
     assert "Traceback" not in err

@@ -8,11 +8,11 @@ import importlib.util
 import numpy as np
 import pytest
 
+from dino_core.errors import BackendUnavailable, ModelError, OptionError
 from dino_runtime import Runtime
 from dino_runtime.backends import BACKENDS, BackendOptions, backend_for, load_backend
-from dino_runtime.backends.ort_backend import choose_providers
 from dino_runtime.backends.cuda import cuda_device_count
-from dino_runtime.errors import BackendUnavailable, ModelError, OptionError
+from dino_runtime.backends.ort_backend import choose_providers
 
 from .conftest import MODEL_HW, synthetic_frame
 
@@ -46,9 +46,8 @@ def test_baked_uint8_preprocessing_matches_float_graph(tiny_onnx, tiny_onnx_bgr)
 
 
 def test_torch_bf16_stays_close_to_fp32(tiny_checkpoint):
-    from dino_runtime.backends.torch_backend import cpu_has_bf16
-    import torch
-    if not cpu_has_bf16(torch):
+    from dino_core.precision import cpu_has_native_bf16
+    if not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bf16: the bf16 path is not taken here")
     batch = frames(2)
     fp32 = Runtime(tiny_checkpoint, backend="torch", precision="fp32", input_size=MODEL_HW)(batch)

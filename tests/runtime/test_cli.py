@@ -76,21 +76,23 @@ def test_checkpoint_runs_through_torch(tiny_checkpoint, video_60, tmp_path):
     assert np.load(emb).shape == (5,)
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--source", "/nonexistent.mp4"], "no such file or folder"),
-    (["--camera", "9"], "cannot open camera 9"),
-    (["--source", "{video}", "--save", "/nonexistent/out.mp4"], "does not exist"),
-    (["--source", "{video}", "--save", "{tmp}/out.gif"], "unsupported video type"),
-    (["--source", "{video}", "--embeddings", "{tmp}/e.csv"], ".npy or .jsonl"),
-    (["--source", "{video}", "--heads", "5"], "the model has 3 heads"),
-    (["--source", "{video}", "--threshold", "2"], "mass fraction"),
-    (["--source", "{video}", "--device", "cuda"], "use --device cpu"),
-    ([], "exactly one of --camera"),
+@pytest.mark.parametrize("args, needle, status", [
+    (["--source", "/nonexistent.mp4"], "no such file or folder", 1),
+    (["--camera", "9"], "cannot open camera 9", 1),
+    (["--source", "{video}", "--save", "/nonexistent/out.mp4"], "does not exist", 1),
+    (["--source", "{video}", "--save", "{tmp}/out.gif"], "unsupported video type", 1),
+    (["--source", "{video}", "--embeddings", "{tmp}/e.csv"], ".npy or .jsonl", 1),
+    (["--source", "{video}", "--heads", "5"], "the model has 3 heads", 2),
+    (["--source", "{video}", "--threshold", "2"], "mass fraction", 2),
+    (["--source", "{video}", "--device", "cuda"], "use --device cpu", 1),
+    (["--source", "{video}", "--precision", "bf16"], "exported in", 2),
+    ([], "exactly one of --camera", 2),
 ])
-def test_bad_input_is_one_line_and_exit_1(tiny_onnx, video_60, tmp_path, args, needle):
+def test_bad_input_is_one_line_and_exit_status(tiny_onnx, video_60, tmp_path, args, needle,
+                                               status):
     args = [a.format(video=video_60, tmp=tmp_path) for a in args]
     code, _, err = run_cli("--model", tiny_onnx, *args, "--no-display")
-    assert_one_line_error(code, err, needle)
+    assert_one_line_error(code, err, needle, status=status)
 
 
 def test_bad_models_and_pca_without_patch_tokens(tiny_onnx_bgr, video_60, tmp_path):
@@ -129,7 +131,9 @@ def test_window_needs_an_x_display_name(tiny_onnx, video_60, monkeypatch):
     assert_one_line_error(code, err, "DISPLAY=':abc' is not an X display name")
 
 
-def test_sigint_finalises_video_and_embeddings(tiny_onnx, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_a_stopping_signal_finalises_video_and_embeddings(tiny_onnx, tmp_path, signum):
+    """Ctrl-C, docker stop/systemd (SIGTERM) and a closed SSH session (SIGHUP) alike."""
     video = write_video(tmp_path / "long.mp4", 3000)
     out, emb = tmp_path / "out.mp4", tmp_path / "cls.npy"
     proc = subprocess.Popen(
@@ -143,10 +147,11 @@ def test_sigint_finalises_video_and_embeddings(tiny_onnx, tmp_path):
         time.sleep(0.05)
     time.sleep(0.3)
     assert proc.poll() is None, "finished before the interrupt; make the video longer"
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "stopped: interrupted (SIGINT)" in stdout and "Traceback" not in stderr
+    assert proc.returncode == 128 + signum, stderr
+    name = signal.Signals(signum).name
+    assert f"stopped: interrupted ({name})" in stdout and "Traceback" not in stderr
     n_video = read_video(out)[0]
     records = np.load(emb)
     assert 0 < n_video < 3000 and len(records) == n_video

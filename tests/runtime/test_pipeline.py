@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from dino_runtime import RenderOptions, Runtime
-from dino_runtime.pipeline import Pipeline, PipelineConfig, effective_batch
-from dino_runtime.preprocess import aspect_warning, fit_size, stack
+from dino_runtime.pipeline import Pipeline, PipelineConfig
+from dino_runtime.preprocess import aspect_warning, fit_size
 from dino_runtime.sources import ReconnectPolicy, SourceSpec, open_source
 
 from .conftest import CameraFactory
@@ -121,12 +121,7 @@ def test_rendered_results_and_patch_tokens(runtime, video_60):
     assert r.patch.shape == (24, 192) and r.maps.shape == (1, 4, 6) and r.masks.dtype == bool
 
 
-def test_batching_rules_and_input_checks(runtime):
-    assert effective_batch(8, "1") == (1, 1)            # fixed graph: its batch, padded
-    assert effective_batch(8, "dynamic:1,4,16") == (8, None)
-    assert effective_batch(32, "dynamic:1,4,16") == (16, None)
-    padded = stack([np.zeros((3, 2, 2), np.float32), np.ones((3, 2, 2), np.float32)], batch=4)
-    assert padded.shape == (4, 3, 2, 2) and padded[3].max() == 1
+def test_chunks_and_input_checks(runtime):
     many = runtime([np.zeros((50, 70, 3), np.uint8)] * 9)  # more than one chunk of 4
     assert many.cls.shape == (9, 192)
     with pytest.raises(ValueError, match="uint8 BGR"):
@@ -142,8 +137,9 @@ def test_size_helpers():
 
 
 def test_preprocess_matches_the_reference_formula():
-    from dino_runtime.preprocess import InputSpec, Preprocessor
     import cv2
+
+    from dino_runtime.preprocess import InputSpec, Preprocessor
     pre = Preprocessor(InputSpec((224, 400)))
     frame = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (720, 1280, 3), np.uint8),
                              (9, 9), 3)

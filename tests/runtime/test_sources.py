@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dino_runtime.errors import SourceError
+from dino_core.errors import SourceError
 from dino_runtime.sources import ReconnectPolicy, SourceSpec, open_source
 
 from .conftest import CameraFactory, synthetic_frame, write_video

@@ -11,13 +11,20 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision import transforms
 
-from dino_train.batched_augment import (BatchedMultiCrop, SourceImage, adjust_brightness,
-                                        adjust_contrast, adjust_hue, adjust_saturation,
-                                        collate_sources, crop_resize, gaussian_blur, grayscale,
-                                        random_resized_boxes)
+from dino_train.batched_augment import (
+    BatchedMultiCrop,
+    SourceImage,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    collate_sources,
+    crop_resize,
+    gaussian_blur,
+    grayscale,
+    random_resized_boxes,
+)
 from dino_train.data import CropConfig, MultiCropAugmentation, MultiCropDataset, scan_folder
-
-from .conftest import write_images
 
 SMALL = CropConfig(global_crops_scale=(0.25, 1.0), local_crops_scale=(0.05, 0.25),
                    local_crops_number=3, global_crop_size=32, local_crop_size=16)

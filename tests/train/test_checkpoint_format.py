@@ -7,9 +7,10 @@ import json
 import pytest
 import torch
 
-from dino_train.checkpoint import load_backbone
-from dino_train.cli import _run, train_command
-from dino_train.safe_load import load_pickle_checkpoint
+from dino_core.cli import run
+from dino_models.checkpoint import load_backbone
+from dino_models.safe_load import load_pickle_checkpoint
+from dino_train.cli import train_command
 
 from .conftest import TINY_ARGS, write_images
 
@@ -22,7 +23,7 @@ def run_dir(tmp_path_factory):
     images = write_images(tmp / "images", 8)
     (images / "broken.jpg").write_bytes(b"\x89PNG not really")
     out = tmp / "out"
-    code = _run(train_command, [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(out),
+    code = run(train_command, "dino-train", [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(out),
                                 "--max-steps", "3", "--saveckp_freq", "1", "--log-every", "2"])
     assert code == 0
     return out
@@ -66,7 +67,7 @@ def test_epoch_checkpoints_logs_config_and_plot(run_dir):
 
 def test_max_steps_zero_saves_the_initial_weights(tmp_path):
     images = write_images(tmp_path / "images", 4)
-    assert _run(train_command, [*TINY_ARGS, "--data_path", str(images), "--output_dir",
+    assert run(train_command, "dino-train", [*TINY_ARGS, "--data_path", str(images), "--output_dir",
                                 str(tmp_path / "o"), "--max-steps", "0"]) == 0
     ckpt = load_pickle_checkpoint(tmp_path / "o" / "checkpoint.pth")
     student = {k[len("module."):]: v for k, v in ckpt["student"].items()}

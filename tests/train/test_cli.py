@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from dino_train.cli import _run, config_values, eval_group, train_command
-from dino_train.safe_load import load_pickle_checkpoint
+from dino_core.cli import run
+from dino_models.safe_load import load_pickle_checkpoint
+from dino_train.cli import INTERRUPTED, config_values, eval_group, train_command
 from dino_train.train import TrainConfig
 
 from .conftest import TINY_ARGS, run_cli, write_images
@@ -94,7 +95,7 @@ def test_ibot_option_runs_logs_its_term_and_keeps_official_keys(tmp_path):
 def test_resuming_with_or_without_ibot_against_the_checkpoint_is_one_line(capsys, tmp_path):
     images = write_images(tmp_path / "images", 8)
     common = [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(tmp_path / "out")]
-    assert _run(train_command, [*common, "--max-steps", "1"]) == 0
+    assert run(train_command, "dino-train", [*common, "--max-steps", "1"]) == 0
     capsys.readouterr()
     err = _one_line_error(capsys, train_command, [*common, "--max-steps", "2",
                                                   "--ibot-loss-weight", "1"])
@@ -106,7 +107,7 @@ def test_head_sizes_reach_both_heads_and_resuming_with_other_sizes_is_one_line(c
     images = write_images(tmp_path / "images", 8)
     common = [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(tmp_path / "out")]
     sizes = ["--head-hidden-dim", "48", "--head-bottleneck-dim", "24"]
-    assert _run(train_command, [*common, "--max-steps", "1", *sizes]) == 0
+    assert run(train_command, "dino-train", [*common, "--max-steps", "1", *sizes]) == 0
     ckpt = load_pickle_checkpoint(tmp_path / "out" / "checkpoint.pth")
     for net in ("student", "teacher"):
         state = {k.removeprefix("module."): v for k, v in ckpt[net].items()}
@@ -125,37 +126,39 @@ def test_colour_jitter_strength_reaches_the_crops():
     assert cfg.crops().color_jitter == 2.0
 
 
-def _one_line_error(capsys, command, args) -> str:
-    code = _run(command, args)
+def _one_line_error(capsys, command, args, status: int = 1) -> str:
+    """One ``PROG: reason`` line and ``status``: 1 a user error, 2 a usage error."""
+    prog = "dino-eval" if command is eval_group else "dino-train"
+    code = run(command, prog, args)
     err = capsys.readouterr().err.strip()
-    assert code == 2, err
-    assert len(err.splitlines()) == 1 and err.startswith("error: "), err
+    assert code == status, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"{prog}: "), err
     assert "Traceback" not in err
     return err
 
 
-@pytest.mark.parametrize("args, expected", [
-    ([], "--data-path is required"),
-    (["--data_path", "/no/such/folder"], "not a directory"),
-    (["--data_path", "{images}", "--arch", "resnet50"], "unknown architecture"),
-    (["--data_path", "{images}", "--arch", "vit_s8", "--patch_size", "16"], "patch size 8"),
-    (["--data_path", "{images}", "--precision", "fp8"], "'fp8' is not one of"),
-    (["--data_path", "{images}", "--optimizer", "adam"], "'adam' is not one of"),
-    (["--data_path", "{images}", "--epochs", "ten"], "'ten' is not a valid integer"),
-    (["--data_path", "{images}", "--use_fp16", "true", "--precision", "bf16"], "contradicts"),
-    (["--data_path", "{images}", "--batch_size_per_gpu", "64"], "fewer than one batch"),
-    (["--data_path", "{empty}"], "no images or videos found"),
-    (["--data_path", "{images}", "--device", "cuda"], "no CUDA device"),
-    (["--data_path", "{images}", "--warmup_epochs", "50"], "--warmup-epochs"),
-    (["--data_path", "{images}", "--color-jitter", "-1"], "--color-jitter"),
-    (["--data_path", "{images}", "--centering", "mean"], "'mean' is not one of"),
-    (["--data_path", "{images}", "--koleo-loss-weight", "-0.1"], "--koleo-loss-weight"),
-    (["--data_path", "{images}", "--ibot-loss-weight", "-1"], "--ibot-loss-weight"),
-    (["--data_path", "{images}", "--ibot-mask-ratio", "0.5", "0.2"], "--ibot-mask-ratio"),
-    (["--data_path", "{images}", "--ibot-mask-probability", "0"], "--ibot-mask-probability"),
-    (["--data_path", "{images}", "--head-hidden-dim", "0"], "--head-hidden-dim"),
+@pytest.mark.parametrize("args, expected, status", [
+    ([], "--data-path is required", 2),
+    (["--data_path", "/no/such/folder"], "not a directory", 1),
+    (["--data_path", "{images}", "--arch", "resnet50"], "unknown architecture", 2),
+    (["--data_path", "{images}", "--arch", "vit_s8", "--patch_size", "16"], "patch size 8", 2),
+    (["--data_path", "{images}", "--precision", "fp8"], "'fp8' is not one of", 2),
+    (["--data_path", "{images}", "--optimizer", "adam"], "'adam' is not one of", 2),
+    (["--data_path", "{images}", "--epochs", "ten"], "'ten' is not a valid integer", 2),
+    (["--data_path", "{images}", "--use_fp16", "true", "--precision", "bf16"], "contradicts", 2),
+    (["--data_path", "{images}", "--batch_size_per_gpu", "64"], "fewer than one batch", 1),
+    (["--data_path", "{empty}"], "no images or videos found", 1),
+    (["--data_path", "{images}", "--device", "cuda"], "no CUDA device", 1),
+    (["--data_path", "{images}", "--warmup_epochs", "50"], "--warmup-epochs", 2),
+    (["--data_path", "{images}", "--color-jitter", "-1"], "--color-jitter", 2),
+    (["--data_path", "{images}", "--centering", "mean"], "'mean' is not one of", 2),
+    (["--data_path", "{images}", "--koleo-loss-weight", "-0.1"], "--koleo-loss-weight", 2),
+    (["--data_path", "{images}", "--ibot-loss-weight", "-1"], "--ibot-loss-weight", 2),
+    (["--data_path", "{images}", "--ibot-mask-ratio", "0.5", "0.2"], "--ibot-mask-ratio", 2),
+    (["--data_path", "{images}", "--ibot-mask-probability", "0"], "--ibot-mask-probability", 2),
+    (["--data_path", "{images}", "--head-hidden-dim", "0"], "--head-hidden-dim", 2),
 ])
-def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
+def test_bad_input_is_one_line(capsys, tmp_path, args, expected, status):
     if "cuda" in args:
         import torch
         if torch.cuda.is_available():
@@ -165,7 +168,7 @@ def test_bad_input_is_one_line(capsys, tmp_path, args, expected):
     args = [a.format(images=images, empty=tmp_path / "empty") for a in args]
     err = _one_line_error(capsys, train_command, [*TINY_ARGS, "--output_dir",
                                                   str(tmp_path / "out"), *args]
-                          if args else [])
+                          if args else [], status)
     assert expected in err
     assert not (tmp_path / "out").exists()  # a failed start leaves no empty output folder
 
@@ -186,7 +189,7 @@ def test_eval_bad_input_is_one_line(capsys, tmp_path, tiny_training_checkpoint):
     assert "no such file" in err
     err = _one_line_error(capsys, eval_group, [
         "knn", "--checkpoint", str(tiny_training_checkpoint), "--train-data", str(tmp_path),
-        "--val-data", str(tmp_path), "--nb-knn", "ten"])
+        "--val-data", str(tmp_path), "--nb-knn", "ten"], status=2)
     assert "--nb-knn" in err
 
 
@@ -203,7 +206,7 @@ def test_nan_loss_stops_with_advice_and_keeps_last_checkpoint(capsys, tmp_path, 
     monkeypatch.setattr(train_mod, "forward_loss", diverging)
     images = write_images(tmp_path / "images", 16)
     out = tmp_path / "out"
-    code = _run(train_command, [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(out),
+    code = run(train_command, "dino-train", [*TINY_ARGS, "--data_path", str(images), "--output_dir", str(out),
                                 "--max-steps", "10", "--ckpt-every-steps", "2"])
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 1
@@ -221,9 +224,9 @@ def test_folder_of_only_corrupt_files_is_one_line_with_workers(tmp_path):
     proc = run_cli(["--data-path", str(data), "--output-dir", str(tmp_path / "out"),
                     "--arch", "vit_tiny", "--depth", "1", "--batch-size-per-gpu", "1",
                     "--num-workers", "1", "--max-steps", "1", "--no-progress"])
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: no readable image in the dataset"]
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("dino-train:")]
+    assert errors == ["dino-train: no readable image in the dataset"]
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out" / "checkpoint.pth").exists()
 
@@ -237,6 +240,6 @@ def test_ctrl_c_is_one_line_and_status_130(capsys):
     def interrupted() -> None:
         raise KeyboardInterrupt
 
-    assert _run(interrupted, []) == 130
+    assert run(interrupted, "dino-train", [], interrupted=INTERRUPTED) == 130
     err = capsys.readouterr().err.strip()
-    assert err.splitlines() == ["interrupted; run the same command again to resume"]
+    assert err.splitlines() == ["dino-train: interrupted; run the same command again to resume"]

@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from dino_train.data import (CropConfig, EpochSampler, GaussianBlur, MultiCropAugmentation,
-                             MultiCropDataset, scan_folder, steps_per_epoch)
-from dino_train.errors import UserError
+from dino_core.errors import UserError
+from dino_train.data import (
+    CropConfig,
+    EpochSampler,
+    GaussianBlur,
+    MultiCropAugmentation,
+    MultiCropDataset,
+    scan_folder,
+    steps_per_epoch,
+)
 
 from .conftest import write_images
 

@@ -17,11 +17,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dino_models import DINOHead
+from dino_models.archs import resolve_arch
 from dino_train import distributed as D
-from dino_train.archs import resolve_arch
 from dino_train.cpu_tuning import keep_freed_memory, prefer_passive_omp_wait, will_train_on_cpu
 from dino_train.data import build_loader
-from dino_train.models import DINOHead
 from dino_train.train import Runtime, TrainConfig, build_trainer, train_step
 from tests.conftest import tiny_vit
 

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from dino_train.cli import _run, train_command
+from dino_core.cli import run
+from dino_train.cli import train_command
 
 from .conftest import TINY_ARGS, losses, write_images
 
@@ -20,7 +21,7 @@ def test_cuda_training_steps_are_finite(tmp_path, precision):
         pytest.skip("this GPU has no bf16")
     images = write_images(tmp_path / "images", 16)
     args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
-    code = _run(train_command, [*args, "--data_path", str(images), "--output_dir",
+    code = run(train_command, "dino-train", [*args, "--data_path", str(images), "--output_dir",
                                 str(tmp_path / "o"), "--device", "cuda", "--precision",
                                 precision, "--max-steps", "6", "--num_workers", "2"])
     assert code == 0
@@ -29,10 +30,10 @@ def test_cuda_training_steps_are_finite(tmp_path, precision):
 
 
 def test_fp16_checkpoint_has_the_grad_scaler(tmp_path):
-    from dino_train.safe_load import load_pickle_checkpoint
+    from dino_models.safe_load import load_pickle_checkpoint
     images = write_images(tmp_path / "images", 8)
     args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
-    assert _run(train_command, [*args, "--data_path", str(images), "--output_dir",
+    assert run(train_command, "dino-train", [*args, "--data_path", str(images), "--output_dir",
                                 str(tmp_path / "o"), "--device", "cuda", "--max-steps", "2"]) == 0
     ckpt = load_pickle_checkpoint(tmp_path / "o" / "checkpoint.pth")
     assert "fp16_scaler" in ckpt and ckpt["dino_edge"]["precision"] == "fp16"  # auto on CUDA
@@ -56,7 +57,7 @@ def test_batched_views_on_cuda_match_the_cpu_views():
 def test_cuda_training_with_batched_views(tmp_path):
     images = write_images(tmp_path / "images", 16)
     args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
-    code = _run(train_command, [*args, "--data_path", str(images), "--output_dir",
+    code = run(train_command, "dino-train", [*args, "--data_path", str(images), "--output_dir",
                                 str(tmp_path / "o"), "--device", "cuda", "--precision", "bf16",
                                 "--augmentation", "batched", "--max-steps", "4",
                                 "--num_workers", "2"])

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dino_models import DINOHead, vit_tiny
 from dino_train.ibot import IBOTPatchLoss
-from dino_train.models import DINOHead, vit_tiny
 from dino_train.multicrop import MultiCropWrapper
 
 from .test_train_step import _first_losses, _trainer

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dino_train.cli import _run, eval_group
+from dino_core.cli import run
+from dino_train.cli import eval_group
 from dino_train.knn import knn_classify
 
 
@@ -53,7 +54,7 @@ def test_dino_eval_knn_end_to_end(tmp_path, capsys, tiny_training_checkpoint):
     _colour_set(tmp_path / "train", 8, 0)
     _colour_set(tmp_path / "val", 4, 1)
     out = tmp_path / "knn.json"
-    code = _run(eval_group, ["knn", "--checkpoint", str(tiny_training_checkpoint),
+    code = run(eval_group, "dino-eval", ["knn", "--checkpoint", str(tiny_training_checkpoint),
                              "--train-data", str(tmp_path / "train"), "--val-data",
                              str(tmp_path / "val"), "--nb-knn", "3,5", "--image-size", "32",
                              "--num-workers", "0", "--device", "cpu", "--json", str(out)])
@@ -63,10 +64,10 @@ def test_dino_eval_knn_end_to_end(tmp_path, capsys, tiny_training_checkpoint):
     results = json.loads(out.read_text())["results"]
     assert [r["k"] for r in results] == [3, 5]
     assert results[0]["top1"] >= 90.0, results
-    code = _run(eval_group, ["knn", "--checkpoint", str(tiny_training_checkpoint),
+    code = run(eval_group, "dino-eval", ["knn", "--checkpoint", str(tiny_training_checkpoint),
                              "--train-data", str(tmp_path / "train"), "--val-data",
                              str(tmp_path / "val"), "--nb-knn", "200", "--image-size", "32"])
-    assert code == 2 and "more than the 24 training images" in capsys.readouterr().err
+    assert code == 1 and "more than the 24 training images" in capsys.readouterr().err
 
 
 def test_periodic_knn_monitoring_is_logged_and_plotted(tmp_path):
@@ -77,7 +78,7 @@ def test_periodic_knn_monitoring_is_logged_and_plotted(tmp_path):
     _colour_set(tmp_path / "train", 4, 0)
     _colour_set(tmp_path / "val", 2, 1)
     out = tmp_path / "out"
-    code = _run(train_command, [*TINY_ARGS, "--data_path", str(tmp_path / "train"),
+    code = run(train_command, "dino-train", [*TINY_ARGS, "--data_path", str(tmp_path / "train"),
                                 "--output_dir", str(out), "--max-steps", "2",
                                 "--knn-train-data", str(tmp_path / "train"),
                                 "--knn-val-data", str(tmp_path / "val"), "--knn-every-steps", "2"])

@@ -7,10 +7,16 @@ import pytest
 import torch
 import torch.nn as nn
 
-from dino_train.models import DINOHead
+from dino_models import DINOHead
 from dino_train.multicrop import MultiCropWrapper, resolution_groups
-from dino_train.optim import (LARS, build_optimizer, cancel_last_layer_grads, clip_gradients,
-                              ema_update, params_groups)
+from dino_train.optim import (
+    LARS,
+    build_optimizer,
+    cancel_last_layer_grads,
+    clip_gradients,
+    ema_update,
+    params_groups,
+)
 from tests.conftest import tiny_vit
 
 

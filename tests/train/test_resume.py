@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from dino_train.safe_load import load_pickle_checkpoint
+from dino_models.safe_load import load_pickle_checkpoint
 
 from .conftest import REPO, TINY_ARGS, losses, run_cli, write_images
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dino_train.archs import SHORT_NAMES, resolve_arch, valid_names
-from dino_train.models import DINOHead, WeightNormLinear
+from dino_models import DINOHead, WeightNormLinear
+from dino_models.archs import SHORT_NAMES, resolve_arch, valid_names
 from tests.conftest import tiny_vit
 
 
@@ -117,6 +117,6 @@ def test_contradicting_patch_size_is_an_error():
 
 
 def test_official_signature_builders():
-    from dino_train.models import vit_small
+    from dino_models import vit_small
     m = vit_small(patch_size=8, drop_path_rate=0.1)
     assert m.patch_size == 8 and len(m.blocks) == 12 and m.embed_dim == 384

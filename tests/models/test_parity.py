@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dino_train.archs import resolve_arch
+from dino_models.archs import resolve_arch
 
 VECTORS = Path(__file__).parent / "vectors"
 sys.path.insert(0, str(VECTORS))

@@ -21,10 +21,11 @@ from typing import Any, Mapping
 
 import torch
 
+from dino_core.errors import CheckpointError
+
 from .archs import FAMILIES, Arch, family_for_width
-from .errors import CheckpointError
-from .models import VisionTransformer
 from .safe_load import load_pickle_checkpoint
+from .vision_transformer import VisionTransformer
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/dino"
 # Official release files (facebookresearch/dino, hubconf.py and README).
@@ -35,7 +36,7 @@ HUB_FILES: dict[str, str] = {
     "dino_vitb8": "dino_vitbase8_pretrain",
 }
 TRAINING_KEYS = ("student", "teacher")
-TOOLKIT_KEY = "dino_edge"
+TOOLKIT_KEY = "dino_edge"   # this toolkit's record in a training checkpoint
 
 
 @dataclass(frozen=True)
@@ -136,16 +137,17 @@ def extract_backbone(obj: Any, checkpoint_key: str = "teacher", where: str = "ch
     if len(state) != len(obj):
         other = next(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
         raise CheckpointError(f"{where}: entry {other!r} is not a tensor; not a state dict")
-    return _strip_prefix(state, "module."), "official-pretrained", None
+    return strip_prefix(state, "module."), "official-pretrained", None
 
 
-def _strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    """``prefix + key`` -> ``key``; keys without the prefix are kept as they are."""
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
 def _strip_training_prefixes(state: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
     """``module.backbone.x`` -> ``x``; the projection head (``head.*``) is left out on purpose."""
-    state = _strip_prefix(state, "module.")
+    state = strip_prefix(state, "module.")
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     stray = [k for k in state if not k.startswith(("backbone.", "head."))]
     if stray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .models import VisionTransformer, vit_base, vit_large, vit_small, vit_tiny
+from .vision_transformer import VisionTransformer, vit_base, vit_large, vit_small, vit_tiny
 
 
 @dataclass(frozen=True)

@@ -34,3 +34,23 @@ def atomic_output(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(data: bytes | memoryview, path: str | os.PathLike) -> Path:
+    """``data`` to ``path`` through :func:`atomic_output`; returns the path."""
+    with atomic_output(path) as f:
+        f.write(data)
+    return Path(path)
+
+
+def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
+    with atomic_output(path, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Hidden temporary name beside ``path`` that keeps its suffix (writers such as OpenCV's
+    pick the container by it): ``out.mp4`` -> ``.out.partial.mp4``."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")

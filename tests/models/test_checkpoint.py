@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from dino_train import checkpoint as ckpt
-from dino_train.checkpoint import load_backbone
-from dino_train.errors import CheckpointError
+from dino_core.errors import CheckpointError
+from dino_models import checkpoint as ckpt
+from dino_models.checkpoint import load_backbone
 from tests.conftest import official_training_checkpoint, tiny_vit
 
 
@@ -68,7 +68,7 @@ def test_safetensors(tmp_path):
 
 
 def test_real_size_official_layout_infers_vit_s8(tmp_path):
-    from dino_train.models import vit_small
+    from dino_models import vit_small
     torch.save(vit_small(patch_size=8).state_dict(), tmp_path / "dino_deitsmall8_pretrain.pth")
     _, info = load_backbone(tmp_path / "dino_deitsmall8_pretrain.pth")
     assert (info.short_name, info.num_heads, info.depth) == ("vit_s8", 6, 12)

@@ -24,7 +24,7 @@ def load_pickle_checkpoint(path: Path) -> Any:
     Raises :class:`~dino_train.errors.CheckpointError` with one line for every failure a user
     can cause: unsafe content, truncation, or a file that is not a torch checkpoint.
     """
-    from .errors import CheckpointError
+    from dino_core.errors import CheckpointError
 
     try:
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
