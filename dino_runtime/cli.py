@@ -177,7 +177,8 @@ def run(opts: RunOptions) -> int:
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Checkpoints only (torch backend): bf16 where the CPU supports it.")
+              help="For backends that choose (torch): bf16 where the CPU has native bf16. An "
+                   ".onnx/.engine file runs in the precision it was exported in.")
 @click.option("--input-size", help="Checkpoints only: HxW to run at (default: short side 224, the source's aspect).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--no-display", is_flag=True, help="No window (headless machines, batch jobs).")

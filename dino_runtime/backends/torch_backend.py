@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dino_core.errors import BackendUnavailable, ModelError, UserError
-from dino_core.metadata import ModelMetadata
+from dino_core.metadata import BatchSpec, ModelMetadata
 from dino_core.precision import resolve_precision
 
 from ..preprocess import fit_size
@@ -64,7 +64,7 @@ class TorchBackend:
             outputs={"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
                      "patch": ["B", grid[0] * grid[1], info.embed_dim]},
             precision=self.precision,
-            batch="dynamic:1,8,1024", checkpoint_sha256=info.sha256)
+            batch=BatchSpec(fixed=None, dynamic=(1, 8, 1024)), checkpoint_sha256=info.sha256)
         self.device = f"torch {self.torch_device} {self.metadata.precision}"
 
     @staticmethod
