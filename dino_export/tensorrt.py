@@ -12,8 +12,9 @@ typed TensorRT 10 network refuses them. TensorRT 10.x (10.3 is JetPack 6's) buil
 typed when the network is created with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; 11.x
 always does, and ignores that flag (deprecated in 11.0), so none is passed there.
 
-The builder parses the graph, sets the workspace limit, one optimisation profile over the batch
-(min/opt/max from the metadata) and a timing cache that later builds reuse. The engine's
+The builder parses the graph, sets the workspace limit, turns TF32 off (float32 stays float32),
+one optimisation profile over the batch (min/opt/max from the metadata) and a timing cache that
+later builds reuse. The engine's
 metadata is ``<engine>.json`` (the runtime reads it, with the TensorRT version that must match at
 load). Without TensorRT or a GPU, :func:`unavailable_reason` says which is missing and
 :func:`fallback` gives the ``trtexec`` command for a machine that has them.
@@ -147,6 +148,10 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: EngineConfig,
         raise UserError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * GIB))
+    # TF32 (on by default) rounds float32 matmul inputs to 10-bit mantissas: about 1e-3
+    # relative error, ten times the fp32 bound the engine is verified against. Off, float32 in
+    # the graph means float32 on the GPU, as on the CPU that verified the graph.
+    config.clear_flag(trt.BuilderFlag.TF32)
     config.add_optimization_profile(_profile(builder, meta))
     cache_path = cfg.timing_cache or engine_path.parent / "trt_timing.cache"
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")

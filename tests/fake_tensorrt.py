@@ -105,6 +105,7 @@ class Build:
     network_flags: int
     strongly_typed: bool
     flags_set: list = field(default_factory=list)    # set_flag calls (there should be none)
+    flags_cleared: list = field(default_factory=list)
     pools: dict = field(default_factory=dict)        # MemoryPoolType name -> bytes
     profiles: list = field(default_factory=list)     # {input: (min, opt, max)}
     timing_cache_in: bytes = b""
@@ -196,10 +197,14 @@ class _TimingCache:
 class _Config:
     def __init__(self, fake: FakeTensorRT) -> None:
         self._fake = fake
-        self.flags_set, self.pools, self.profiles, self.cache = [], {}, [], None
+        self.flags_set, self.flags_cleared = [], []
+        self.pools, self.profiles, self.cache = {}, [], None
 
     def set_flag(self, flag: EnumValue) -> None:
         self.flags_set.append(flag)
+
+    def clear_flag(self, flag: EnumValue) -> None:
+        self.flags_cleared.append(flag)
 
     def set_memory_pool_limit(self, pool: EnumValue, size: int) -> None:
         self.pools[pool.name] = size
@@ -235,7 +240,7 @@ class _Builder:
     def build_serialized_network(self, network: Strict, config: Strict) -> bytes | None:
         net, cfg = network._impl, config._impl
         build = Build(net.flags, self._fake._strongly_typed(net.flags), list(cfg.flags_set),
-                      dict(cfg.pools), list(cfg.profiles),
+                      list(cfg.flags_cleared), dict(cfg.pools), list(cfg.profiles),
                       cfg.cache._impl.data if cfg.cache else b"")
         self._fake._builds.append(build)
         if not net.onnx or len(cfg.profiles) != 1:
@@ -376,19 +381,37 @@ class FakeCudart(types.ModuleType):
         return (0,)
 
 
-def install(monkeypatch, role: str, output_dtype: str | None = None,
-            input_dtype: str | None = None) -> FakeTensorRT:
-    """Make ``import tensorrt`` and ``from cuda.bindings import runtime`` give the fakes, and the
-    machine report one CUDA device, for the rest of the test."""
-    from dino_runtime.backends import cuda
+def _modules(role: str, output_dtype: str | None, input_dtype: str | None
+             ) -> tuple[FakeTensorRT, dict[str, types.ModuleType]]:
     fake = FakeTensorRT(role, output_dtype, input_dtype)
     cudart = FakeCudart()
     bindings = types.ModuleType("cuda.bindings")
     bindings.runtime = cudart
     package = types.ModuleType("cuda")
     package.bindings = bindings
-    for name, module in (("tensorrt", fake), ("cuda", package), ("cuda.bindings", bindings),
-                         ("cuda.bindings.runtime", cudart)):
+    return fake, {"tensorrt": fake, "cuda": package, "cuda.bindings": bindings,
+                  "cuda.bindings.runtime": cudart}
+
+
+def install(monkeypatch, role: str, output_dtype: str | None = None,
+            input_dtype: str | None = None) -> FakeTensorRT:
+    """Make ``import tensorrt`` and ``from cuda.bindings import runtime`` give the fakes, and the
+    machine report one CUDA device, for the rest of the test."""
+    from dino_runtime.backends import cuda
+    fake, modules = _modules(role, output_dtype, input_dtype)
+    for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name, module)
     monkeypatch.setattr(cuda, "cuda_device_count", lambda: 1)
+    return fake
+
+
+def install_globally(role: str) -> FakeTensorRT:
+    """The same for a whole process, and dino-export sees a GPU too: for the commands a test
+    starts (``tests/fake_site/sitecustomize.py`` calls this at interpreter start-up)."""
+    from dino_export import tensorrt as trt_export
+    from dino_runtime.backends import cuda
+    fake, modules = _modules(role, None, None)
+    sys.modules.update(modules)
+    cuda.cuda_device_count = lambda: 1
+    trt_export.gpu_visible = lambda: True
     return fake

@@ -49,6 +49,7 @@ def test_build_engine_makes_a_strongly_typed_network_without_precision_flags(rel
     engine = build_engine(tiny_onnx, tmp_path / "m.fp32.engine", EngineConfig(2.0), meta)
     (build,) = release._builds
     assert build.strongly_typed and build.flags_set == []
+    assert build.flags_cleared == [release.BuilderFlag.TF32]  # float32 stays float32
     strongly_typed = 1 << int(release.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     assert build.network_flags == (strongly_typed if release._api.major == 10 else 0)
     assert build.pools == {"WORKSPACE": 2 * GIB}
