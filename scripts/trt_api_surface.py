@@ -153,8 +153,8 @@ def read_names(wheel: Path, work: Path) -> tuple[str, list[str]]:
     path.mkdir()
     (path / "tensorrt").symlink_to(package, target_is_directory=True)
     env = {"LD_LIBRARY_PATH": str(stubs), "PYTHONPATH": str(path), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, "
-                          f"{str(path)!r}); exec({INTROSPECT!r})"], env=env, check=True,
+    code = f"import sys; sys.path.insert(0, {str(path)!r}); exec({INTROSPECT!r})"
+    out = subprocess.run([sys.executable, "-I", "-c", code], env=env, check=True,
                          capture_output=True, text=True).stdout
     found = json.loads(out)
     return found["version"], found["names"]
