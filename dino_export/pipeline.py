@@ -68,9 +68,10 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     log(f"loaded {source.name}: {source.arch}/{model.patch_size}, depth {len(model.blocks)}, "
         f"{model.embed_dim} wide, {model.num_heads} heads")
     inputs = verification_sets(cfg.img_size, req.verify_data) if req.verify else []
+    start = time.perf_counter()
     graphs = _Graphs(req, model, source, export_fp32(model, cfg)[0], inputs, log)
     result = ExportResult(req.out)
-    result.reports = graphs.write(rows[0], req.out)
+    result.reports = graphs.write(rows[0], req.out, start)
     if req.trt is not None:
         engine = rows[1]
         graph = source_path(req.out, rows[0], engine)
@@ -100,12 +101,14 @@ class _Graphs:
     def metadata(self, row: Target):
         return build_metadata(self.model, self.source, self.config(row))
 
-    def write(self, row: Target, path: Path) -> list[VerifyReport]:
-        """Write ``row``'s graph to ``path`` beside-then-rename, verified unless --no-verify."""
-        start = time.perf_counter()
+    def write(self, row: Target, path: Path, start: float | None = None) -> list[VerifyReport]:
+        """Write ``row``'s graph to ``path`` beside-then-rename, verified unless --no-verify;
+        the time logged counts from ``start`` (default: now)."""
+        start = time.perf_counter() if start is None else start
         proto = finish(self.fp32, self.model, self.source, self.config(row), row)
         tmp = write_atomic(proto, partial_path(path))
-        self.log(f"exported {path.name} ({tmp.stat().st_size / 1e6:.1f} MB, {row.name}, "
+        kind = row.precision + ("" if row.option == "--precision" else " for TensorRT")
+        self.log(f"exported {path.name} ({tmp.stat().st_size / 1e6:.1f} MB, {kind}, "
                  f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
         if not self.req.verify:
             os.replace(tmp, path)
