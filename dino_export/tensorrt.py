@@ -13,11 +13,12 @@ typed when the network is created with ``NetworkDefinitionCreationFlag.STRONGLY_
 always does, and ignores that flag (deprecated in 11.0), so none is passed there.
 
 The builder parses the graph, sets the workspace limit, turns TF32 off (float32 stays float32),
-one optimisation profile over the batch (min/opt/max from the metadata) and a timing cache that
-later builds reuse. The engine's
-metadata is ``<engine>.json`` (the runtime reads it, with the TensorRT version that must match at
-load). Without TensorRT or a GPU, :func:`unavailable_reason` says which is missing and
-:func:`fallback` gives the ``trtexec`` command for a machine that has them.
+adds one optimisation profile over the batch (min/opt/max from the metadata) and a timing cache
+that later builds reuse. The engine's metadata is ``<engine>.json`` (the runtime reads it, with
+the TensorRT version that must match at load). Without TensorRT or a GPU,
+:func:`unavailable_reason` says which is missing and :func:`fallback` gives the ``trtexec``
+command for a machine that has them (it keeps trtexec's TF32 default: whether trtexec 11 still
+takes ``--noTF32`` could not be checked here, and a flag it refuses would break the line).
 """
 from __future__ import annotations
 
