@@ -1,130 +1,189 @@
-"""GPU export check (run by scripts/gpu_check.sh): ViT-S/8 engines and ORT GPU sessions,
-each verified against PyTorch fp32 and timed.
+"""GPU export check (run by scripts/gpu_check.sh): ViT-S/8 TensorRT engines and ONNX Runtime GPU
+sessions, each verified against PyTorch fp32 through the runtime users run, and timed.
 
     python benchmarks/bench_export_gpu.py OUT_DIR
 
 For a ViT-S/8 with random weights at 224x224, dynamic batch 1..16 (opt 8):
-  * TensorRT engines fp16 and fp32 built with dino_export.tensorrt (the ``--trt`` path);
-  * ONNX Runtime sessions on the CUDA and TensorRT execution providers, fp32 and fp16 files;
+  * the graphs dino-export writes: fp32, fp16 (LayerNorm and Softmax in fp32) and the int8 graph
+    for TensorRT (symmetric Q/DQ, calibrated on 16 synthetic scenes);
+  * a strongly typed TensorRT engine from each graph, built by dino_export.tensorrt (the --trt
+    path) and run by the runtime's TensorRT backend;
+  * ONNX Runtime on the CUDA execution provider (fp32, fp16 graphs) and on the TensorRT one with
+    dino-run's options (fp32, fp16, int8 graphs);
   * PyTorch eager on the GPU (fp32 and fp16 autocast) as the baseline.
-Every variant is verified with dino_export.verify (tolerance of its precision) and timed at
-batch 1 and 8. What is missing (TensorRT, an EP) is reported as such, not skipped silently.
-Exit code 1 if any variant that could run failed its tolerance.
+Every variant is verified with dino_export.verify.verify_file (the bounds of the precision it
+runs in: fp32 max abs 1e-4, fp16 cosine 0.999, int8 cosine 0.99 and mask IoU 0.9) and timed at
+batch 1 and 8 (the model call: preprocessed host input in, host outputs back). A missing
+TensorRT, a missing execution provider or a session that fell back to another provider is
+reported as a failure: the exit code is 1, never a silent pass.
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from dino_export import ExportConfig, export_onnx, read_metadata
-from dino_export.images import normalize_bgr, random_images, real_images
-from dino_export.verify import OnnxRunner, verify_runner
+from dino_core.batching import stack_padded
+from dino_core.metadata import InputFormat
+from dino_export import ExportConfig, read_metadata
+from dino_export import tensorrt as trt_export
+from dino_export.images import synthetic_images, verification_sets
+from dino_export.onnx_export import export_fp32, finish, load_model, write_atomic
+from dino_export.targets import by_name
+from dino_export.verify import verify_file
 from dino_models import vit_small
+from dino_runtime import Runtime
+from dino_runtime.backends.ort_backend import tensorrt_ep_options
+from dino_runtime.preprocess import InputSpec, Preprocessor
+
+SIZE = (224, 224)
+SECONDS = 3.0  # timed per variant and batch, after 3 warm-up calls
+GRAPHS = {"fp32": "onnx", "fp16": "onnx-fp16", "int8": "onnx-int8-trt"}  # precision -> row
 
 
-def images_per_s(fn, batch: int, seconds: float = 3.0) -> float:
+def images_per_s(fn, batch: int) -> float:
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
     n, start = 0, time.perf_counter()
-    while n < 5 or time.perf_counter() - start < seconds:
+    while n < 5 or time.perf_counter() - start < SECONDS:
         fn()
         n += 1
     torch.cuda.synchronize()
     return n * batch / (time.perf_counter() - start)
 
 
-def main(out: Path) -> int:
-    out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(0)
-    model = vit_small(patch_size=8).eval()
-    size = (224, 224)
-    label, real = real_images(8, size)
-    inputs = [(label, real), ("random", random_images(4, size, seed=1))]
-    batches = {b: np.concatenate([real] * 2)[:b] for b in (1, 8)}
-    rows, failed = [], False
+def write_graphs(model, out: Path) -> dict[str, Path]:
+    """precision -> the graph dino-export writes for it (as the --trt source graphs)."""
+    calib = out / "calib"
+    calib.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(synthetic_images(16, SIZE, seed=5)):
+        cv2.imwrite(str(calib / f"{i:02d}.png"), img)
+    model, source = load_model(model)
+    cfg = ExportConfig(img_size=SIZE, dynamic_batch=(1, 8, 16), calib_data=calib, calib_count=16)
+    fp32 = export_fp32(model, cfg)[0]
+    paths = {}
+    for precision, name in GRAPHS.items():
+        row = by_name(name)
+        proto = finish(fp32, model, source, cfg.with_(precision=precision), row)
+        paths[precision] = write_atomic(proto, out / f"vits8{row.suffix}")
+    return paths
 
-    gpu_model = model.cuda()
-    for name, half in (("PyTorch eager fp32", False), ("PyTorch fp16 autocast", True)):
-        for b, bgr in batches.items():
-            def run(bgr=bgr, half=half):  # host uint8 in, host outputs out, like the others
-                x = torch.from_numpy(normalize_bgr(bgr)).cuda()
-                with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=half):
-                    [t.cpu() for t in gpu_model.forward_cls_and_attention(x)]
-            rows.append((name, b, images_per_s(run, b), "baseline"))
-    model = gpu_model.cpu()
 
-    cfg = ExportConfig(img_size=size, dynamic_batch=(1, 8, 16))
-    files = {p: export_onnx(model, out / f"vits8.{p}.onnx", cfg.with_(precision=p))
-             for p in ("fp32", "fp16")}
+class Check:
+    """Verifies and times variants; remembers the failures."""
 
-    def check(name: str, runner, meta, feed_fn):
-        nonlocal failed
-        report = verify_runner(runner, model, meta, inputs)
-        print(f"\n{name} vs PyTorch fp32:\n{report.table()}")
-        failed |= not report.passed
-        for b, bgr in batches.items():
-            rows.append((name, b, images_per_s(lambda: feed_fn(bgr), b),
-                         "PASS" if report.passed else "FAIL"))
+    def __init__(self, model, inputs, batches: dict[int, np.ndarray]) -> None:
+        self.model, self.inputs, self.batches = model, inputs, batches
+        self.rows: list[tuple[str, int, float | None, str]] = []
+        self.failed: list[str] = []
 
-    from dino_export import tensorrt as trt_export
+    def fail(self, name: str, why: str) -> None:
+        print(f"{name}: FAIL: {why}")
+        self.failed.append(name)
+        self.rows.append((name, 0, None, f"FAIL: {why}"))
+
+    def file(self, name: str, path: Path, expect: str, **runtime) -> None:
+        """Verify ``path`` as Runtime(path, **runtime) runs it, then time its model call."""
+        try:
+            report = verify_file(path, self.model, self.inputs, **runtime)
+            rt = Runtime(path, threshold=None, batch_size=16, **runtime)
+        except Exception as e:  # noqa: BLE001 (a missing provider or library: reported, not raised)
+            self.fail(name, f"cannot run: {str(e).strip().splitlines()[0]}")
+            return
+        print(f"\n{name}: {report.runner} vs PyTorch float32:\n{report.table()}")
+        if expect not in report.runner:  # a silent fallback would be a false pass
+            self.fail(name, f"ran on {report.runner}, not {expect}")
+            return
+        status = "PASS" if report.passed else "FAIL"
+        if not report.passed:
+            self.failed.append(name)
+        for b, bgr in self.batches.items():
+            x = stack_padded([rt.preprocessor(f) for f in bgr], rt.pad_to)
+            self.rows.append((name, b, images_per_s(lambda x=x: rt.backend.run(x), b), status))
+
+    def baseline(self, model) -> None:
+        """PyTorch eager on the GPU, fed and read back like the others."""
+        gpu_model = copy.deepcopy(model).cuda()
+        to_float = Preprocessor(InputSpec(SIZE, InputFormat.FLOAT_NCHW))
+        for name, half in (("PyTorch eager fp32", False), ("PyTorch fp16 autocast", True)):
+            for b, bgr in self.batches.items():
+                x = torch.from_numpy(np.stack([to_float(f) for f in bgr]))
+
+                def run(x=x, half=half):
+                    with torch.inference_mode(), torch.autocast("cuda", torch.float16,
+                                                                enabled=half):
+                        [t.cpu() for t in gpu_model.forward_cls_and_attention(x.cuda())]
+                self.rows.append((name, b, images_per_s(run, b), "baseline"))
+
+    def table(self) -> str:
+        lines = ["| variant | batch | images/s | verification |", "| --- | --- | --- | --- |"]
+        lines += [f"| {n} | {b or '-'} | {'-' if ips is None else f'{ips:.1f}'} | {s} |"
+                  for n, b, ips, s in self.rows]
+        return "\n".join(lines)
+
+
+def engines(check: Check, graphs: dict[str, Path], out: Path) -> None:
     reason = trt_export.unavailable_reason()
-    if reason:
-        print(f"TensorRT engines: not built: {reason}")
-    else:
-        import tensorrt
-        print(f"TensorRT {tensorrt.__version__}")
-        for precision in ("fp16", "fp32"):
-            engine = out / f"vits8.{precision}.engine"
-            start = time.perf_counter()
-            trt_export.build_engine(files["fp32"], engine,
-                                    trt_export.EngineConfig(precision, workspace_gib=8),
-                                    read_metadata(files["fp32"]))
-            print(f"built {engine.name} in {time.perf_counter() - start:.1f} s "
-                  f"({engine.stat().st_size / 1e6:.1f} MB)")
-            meta = trt_export.read_engine_metadata(engine)
-            runner = trt_export.EngineRunner(engine, meta)
-            check(f"TensorRT engine {precision}", runner, meta,
-                  lambda bgr, r=runner: r.run_batch(normalize_bgr(bgr)))
+    if reason is not None:
+        check.fail("TensorRT engines", f"not built: {reason}")
+        return
+    import tensorrt
+    print(f"TensorRT {tensorrt.__version__}")
+    for precision, graph in graphs.items():
+        engine = out / f"vits8.{precision}.engine"
+        start = time.perf_counter()
+        try:
+            trt_export.build_engine(graph, engine, trt_export.EngineConfig(workspace_gib=8),
+                                    read_metadata(graph))
+        except Exception as e:  # noqa: BLE001 (a build failure is a failed check)
+            check.fail(f"TensorRT engine {precision}", f"build: {str(e).splitlines()[0]}")
+            continue
+        print(f"built {engine.name} from {graph.name} in {time.perf_counter() - start:.1f} s "
+              f"({engine.stat().st_size / 1e6:.1f} MB)")
+        check.file(f"TensorRT engine {precision}", engine, "TensorRT", backend="tensorrt",
+                   device="cuda")
 
+
+def execution_providers(check: Check, graphs: dict[str, Path]) -> None:
     import onnxruntime as ort
     available = ort.get_available_providers()
-    eps = {"CUDA": ("CUDAExecutionProvider", {}),
-           "TensorRT EP": ("TensorrtExecutionProvider",
-                           {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                            "trt_engine_cache_path": str(out / "ort_trt_cache")})}
-    for ep_name, (provider, options) in eps.items():
-        if provider not in available:
-            print(f"ONNX Runtime {ep_name}: not available in this onnxruntime ({available})")
-            continue
-        for precision, path in files.items():
-            if ep_name == "TensorRT EP" and precision == "fp16":
-                continue  # the TensorRT EP converts the fp32 file itself (trt_fp16_enable)
-            meta = read_metadata(path)
-            if ep_name == "TensorRT EP":
-                meta.precision = "fp16"  # judged by the fp16 tolerance: it runs in fp16
-            try:
-                runner = OnnxRunner(path, meta, providers=[(provider, options),
-                                                           "CPUExecutionProvider"])
-            except Exception as e:  # an EP whose libraries are missing fails here
-                print(f"ONNX Runtime {ep_name} {precision}: cannot start: {e}".splitlines()[0])
+    print(f"onnxruntime {ort.__version__}: {available}")
+    for precision, graph in graphs.items():
+        for ep in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            name = f"ORT {ep.removesuffix('ExecutionProvider')} EP, {precision} graph"
+            if ep == "CUDAExecutionProvider" and precision == "int8":
+                continue  # Q/DQ graphs are for TensorRT; the CUDA EP has few int8 kernels
+            if ep not in available:
+                check.fail(name, f"not in this onnxruntime ({', '.join(available)})")
                 continue
-            used = runner.session.get_providers()[0]
-            if used != provider:
-                print(f"ONNX Runtime {ep_name} {precision}: fell back to {used}; not timed")
-                continue
-            check(f"ORT {ep_name} {precision} file", runner, meta,
-                  lambda bgr, r=runner: r(bgr))
+            options = tensorrt_ep_options(0, graph) if ep.startswith("Tensorrt") else {}
+            check.file(name, graph, ep, device="cuda",
+                       providers=[(ep, options), "CUDAExecutionProvider"])
 
-    print("\n| variant | batch | images/s | verification |\n| --- | --- | --- | --- |")
-    for name, b, ips, status in rows:
-        print(f"| {name} | {b} | {ips:.1f} | {status} |")
-    return 1 if failed else 0
+
+def main(out: Path, model=None) -> int:
+    """``model``: the ViT to export (default ViT-S/8, random weights, seed 0)."""
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = model if model is not None else vit_small(patch_size=8).eval()
+    inputs = verification_sets(SIZE)
+    synthetic = inputs[0][1]
+    check = Check(model, inputs, {1: synthetic[:1], 8: synthetic[:8]})
+    check.baseline(model)
+    graphs = write_graphs(model, out)
+    engines(check, graphs, out)
+    execution_providers(check, graphs)
+    print("\n" + check.table())
+    if check.failed:
+        print(f"\nfailed: {', '.join(check.failed)}")
+    return 1 if check.failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "gpu_check_out")))
+    sys.exit(main(Path(sys.argv[1] if len(sys.argv) > 1 else "gpu_check_out/export")))

@@ -67,7 +67,8 @@ def given_options(ctx: click.Context) -> frozenset[str]:
 @click.option("--preprocess", is_flag=True,
               help="Graph input uint8 BGR (B, H, W, 3): normalisation baked into the graph.")
 @click.option("--trt", type=click.Choice(precisions("engine")), default=None,
-              help="Also build OUT.<precision>.engine with TensorRT (needs an NVIDIA GPU).")
+              help="Also build OUT.<precision>.engine with TensorRT (needs an NVIDIA GPU), "
+                   "strongly typed from the verified graph of that precision.")
 @click.option("--workspace", type=float, default=4.0, show_default=True, metavar="GIB",
               help="TensorRT builder workspace limit in GiB.")
 @click.option("--no-verify", is_flag=True, help="Skip the comparison with PyTorch.")

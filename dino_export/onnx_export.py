@@ -37,7 +37,7 @@ from dino_models.checkpoint import load_backbone
 from .config import ExportConfig, check_img_size
 from .graph import ExportGraph
 from .rewrite import squeeze_to_reshape, strip_node_metadata
-from .targets import target_for
+from .targets import Target, target_for
 
 
 @dataclass(frozen=True)
@@ -194,16 +194,20 @@ def export_onnx(checkpoint_or_model, out_path: str | os.PathLike,
 
 
 def finish(proto: onnx.ModelProto, model: VisionTransformer, source: WeightsSource,
-           config: ExportConfig) -> onnx.ModelProto:
-    """Precision conversion, full checker pass, metadata: the file's final form."""
-    proto = convert_precision(proto, config)
+           config: ExportConfig, target: Target | None = None) -> onnx.ModelProto:
+    """Precision conversion, full checker pass, metadata: the file's final form. ``target`` is
+    the graph row (default: the ``--precision`` row of ``config.precision``); ``proto`` is left
+    as it was, so one float32 export can be finished into several graphs."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    proto = convert_precision(proto, config, target)
     if config.precision != "fp32":
         onnx.checker.check_model(proto, full_check=True)
     attach_metadata(proto, build_metadata(model, source, config))
     return proto
 
 
-def convert_precision(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelProto:
+def convert_precision(proto: onnx.ModelProto, config: ExportConfig,
+                      target: Target | None = None) -> onnx.ModelProto:
     """The float32 graph in ``config.precision``, by the target table's converter."""
-    target = target_for("onnx", config.precision)
+    target = target or target_for("onnx", config.precision)
     return target.make(proto, config) if target.make is not None else proto

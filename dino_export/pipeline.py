@@ -1,11 +1,14 @@
 """What ``dino-export`` does, step by step, without the command-line parsing.
 
 targets -> load -> export ONNX -> verify through the runtime (on by default) -> commit ->
-TensorRT engine (when asked). Every failure is a :class:`~dino_core.errors.UserError` with one
-line a user can act on. A file is written beside its final name and takes that name only once it
-has passed verification: a file that fails is kept as ``OUT.onnx.unverified`` and an earlier
-``OUT.onnx`` is left as it was. A missing TensorRT or GPU comes after the ONNX file has been
-written and verified, with the equivalent ``trtexec`` command.
+TensorRT engine (when asked): its source graph (``OUT.onnx``, or ``OUT.fp16.onnx`` etc. when
+``--precision`` wrote another one, see :mod:`dino_export.targets`) is written and verified the
+same way, then the engine is built from it and verified through the runtime's TensorRT backend.
+Every failure is a :class:`~dino_core.errors.UserError` with one line a user can act on. A file
+is written beside its final name and takes that name only once it has passed verification: a
+file that fails is kept as ``OUT.onnx.unverified`` and an earlier ``OUT.onnx`` is left as it
+was. A missing TensorRT or GPU comes after the graphs have been written and verified, with the
+``trtexec`` command that builds the engine from the source graph.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from dino_core.fileio import partial_path
 from .config import ExportConfig, check_img_size
 from .images import ImageSet, verification_sets
 from .onnx_export import build_metadata, export_fp32, finish, load_model, write_atomic
-from .targets import Target, check_options, engine_path, select
+from .targets import Target, by_name, check_options, engine_path, select, source_path
 from .verify import VerifyReport, verify_file
 
 Log = Callable[[str], None]
@@ -47,6 +50,7 @@ class ExportResult:
     reports: list[VerifyReport] = field(default_factory=list)
     engine_path: Path | None = None
     engine_report: VerifyReport | None = None
+    engine_source: Path | None = None  # the graph the engine was (or is to be) built from
 
     @property
     def report(self) -> VerifyReport | None:
@@ -65,19 +69,51 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
         f"{model.embed_dim} wide, {model.num_heads} heads")
     inputs = verification_sets(cfg.img_size, req.verify_data) if req.verify else []
     start = time.perf_counter()
-    proto = finish(export_fp32(model, cfg)[0], model, source, cfg)
-    meta = build_metadata(model, source, cfg)
-    tmp = write_atomic(proto, partial_path(req.out))
-    log(f"exported {req.out.name} ({tmp.stat().st_size / 1e6:.1f} MB, {cfg.precision}, "
-        f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
+    graphs = _Graphs(req, model, source, export_fp32(model, cfg)[0], inputs, log)
     result = ExportResult(req.out)
-    if req.verify:
-        result.reports = _verified(tmp, req.out, lambda p: _verify_onnx(p, model, inputs, log))
-    else:
-        os.replace(tmp, req.out)
-    if len(rows) > 1:
-        result.engine_path, result.engine_report = _engine(req, rows[1], model, meta, inputs, log)
+    result.reports = graphs.write(rows[0], req.out, start)
+    if req.trt is not None:
+        engine = rows[1]
+        graph = source_path(req.out, rows[0], engine)
+        if graph != req.out:
+            result.reports += graphs.write(by_name(engine.source), graph)
+        result.engine_source = graph
+        meta = graphs.metadata(by_name(engine.source))
+        result.engine_path, result.engine_report = _engine(req, engine, graph, model, meta,
+                                                           inputs, log)
     return result
+
+
+@dataclass
+class _Graphs:
+    """Finishes the one float32 export into each graph row an export writes, and verifies it."""
+
+    req: ExportRequest
+    model: object
+    source: object
+    fp32: object          # the float32 ModelProto, simplified and checked
+    inputs: list[ImageSet]
+    log: Log
+
+    def config(self, row: Target) -> ExportConfig:
+        return self.req.config.with_(precision=row.precision)
+
+    def metadata(self, row: Target):
+        return build_metadata(self.model, self.source, self.config(row))
+
+    def write(self, row: Target, path: Path, start: float | None = None) -> list[VerifyReport]:
+        """Write ``row``'s graph to ``path`` beside-then-rename, verified unless --no-verify;
+        the time logged counts from ``start`` (default: now)."""
+        start = time.perf_counter() if start is None else start
+        proto = finish(self.fp32, self.model, self.source, self.config(row), row)
+        tmp = write_atomic(proto, partial_path(path))
+        kind = row.precision + ("" if row.option == "--precision" else " for TensorRT")
+        self.log(f"exported {path.name} ({tmp.stat().st_size / 1e6:.1f} MB, {kind}, "
+                 f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
+        if not self.req.verify:
+            os.replace(tmp, path)
+            return []
+        return _verified(tmp, path, lambda p: _verify_onnx(p, self.model, self.inputs, self.log))
 
 
 def _verify_onnx(path: Path, model, inputs: list[ImageSet], log: Log) -> list[VerifyReport]:
@@ -108,20 +144,23 @@ def _verified(tmp: Path, final: Path, check: Callable[[Path], list[VerifyReport]
     return reports
 
 
-def _engine(req: ExportRequest, row: Target, model, meta, inputs: list[ImageSet], log: Log):
+def _engine(req: ExportRequest, row: Target, graph: Path, model, meta, inputs: list[ImageSet],
+            log: Log):
+    """Build ``row``'s engine from the written (and verified) ``graph``, whose metadata is
+    ``meta``; verify it through the runtime's TensorRT backend; commit engine and sidecar."""
     from . import tensorrt as trt_export
-    cfg = trt_export.EngineConfig(precision=row.precision, workspace_gib=req.workspace_gib,
-                                  calib_feeds=_engine_calibration(req, row))
+    cfg = trt_export.EngineConfig(workspace_gib=req.workspace_gib)
     out = engine_path(req.out, row.precision)
     reason = trt_export.unavailable_reason()
     if reason is not None:
-        raise UserError(f"{reason}; {req.out} is written"
-                        f"{' and verified' if req.verify else ''}; build the engine on a GPU "
-                        f"machine with: {trt_export.trtexec_command(req.out, out, cfg, meta)}")
+        files = " and ".join(str(p) for p in dict.fromkeys((req.out, graph)))
+        verb = "are" if graph != req.out else "is"
+        raise UserError(f"{reason}; {files} {verb} written{' and verified' if req.verify else ''}"
+                        f"; {trt_export.fallback(graph, out, cfg, meta)}")
     start = time.perf_counter()
     tmp = partial_path(out)
-    row.make(req.out, tmp, cfg, meta)  # writes tmp and tmp.json
-    log(f"built {out.name} in {time.perf_counter() - start:.1f} s")
+    row.make(graph, tmp, cfg, meta)  # writes tmp and tmp.json
+    log(f"built {out.name} from {graph.name} in {time.perf_counter() - start:.1f} s")
     if not req.verify:
         os.replace(tmp, out)
         os.replace(f"{tmp}.json", f"{out}.json")
@@ -135,13 +174,3 @@ def _engine(req: ExportRequest, row: Target, model, meta, inputs: list[ImageSet]
     (report,) = _verified(tmp, out, check, companions=(".json",))
     log(f"wrote {out} and {out.name}.json")
     return out, report
-
-
-def _engine_calibration(req: ExportRequest, row: Target) -> tuple:
-    """Calibration batches for ``--trt int8`` from a float file (a QDQ file needs none)."""
-    if row.precision != "int8" or req.config.precision == "int8":
-        return ()
-    from .quantize import calibration_feeds
-    cfg = req.config
-    # TensorRT calibrates at the profile's opt shape, so the batches have that size.
-    return tuple(calibration_feeds(cfg, batch=cfg.batch_spec.opt))

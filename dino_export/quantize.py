@@ -1,11 +1,16 @@
-"""float32 ONNX -> int8 QDQ for CPUs, calibrated on the user's images.
+"""float32 ONNX -> int8 QDQ, calibrated on the user's images, for CPUs or for TensorRT.
 
-ONNX Runtime static quantization in QDQ format: per-channel int8 weights and uint8
-activations (the u8s8 form that x86 VNNI multiplies directly) for the patch-embedding Conv and
-the weight MatMuls (qkv, proj, fc1, fc2). LayerNorm, Softmax, GELU and the residual Adds are
-not in the quantized op types, so they stay float; the attention products (q @ k, probs @ v)
-have no weights and stay float too, because their activations have outliers that one uint8
-scale cannot hold.
+ONNX Runtime static quantization in QDQ format: per-channel symmetric int8 weights for the
+patch-embedding Conv and the weight MatMuls (qkv, proj, fc1, fc2). LayerNorm, Softmax, GELU and
+the residual Adds are not in the quantized op types, so they stay float; the attention products
+(q @ k, probs @ v) have no weights and stay float too, because their activations have outliers
+that one 8-bit scale cannot hold. Two schemes (:class:`QuantScheme`):
+
+* ``CPU`` (``--precision int8``): uint8 activations with a zero point (the u8s8 form that x86
+  VNNI multiplies directly) and int32 biases.
+* ``TENSORRT`` (the graph ``--trt int8`` builds from): int8 activations with zero point 0 and
+  float biases. TensorRT quantizes symmetrically only ("zeroPt must be all zeros", signed INT8;
+  NVIDIA, "Working with Quantized Types"), so it cannot build from the CPU file.
 """
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import contextlib
 import io
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +33,20 @@ from .config import ExportConfig
 from .images import folder_images
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
+
+
+@dataclass(frozen=True)
+class QuantScheme:
+    """How activations and biases are quantized (weights: per-channel symmetric int8 always)."""
+
+    name: str
+    activation_type: str        # onnxruntime.quantization.QuantType member: QUInt8 | QInt8
+    activation_symmetric: bool  # zero point 0
+    quantize_bias: bool         # int32 bias through a DequantizeLinear, else a float bias
+
+
+CPU = QuantScheme("cpu", "QUInt8", activation_symmetric=False, quantize_bias=True)
+TENSORRT = QuantScheme("tensorrt", "QInt8", activation_symmetric=True, quantize_bias=False)
 
 
 class _Reader:
@@ -85,7 +105,8 @@ def unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def quantize_int8(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelProto:
+def quantize_int8(proto: onnx.ModelProto, config: ExportConfig, scheme: QuantScheme = CPU
+                  ) -> onnx.ModelProto:
     """Static QDQ int8 of ``proto`` (float32) calibrated on ``config.calib_data``."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -102,8 +123,11 @@ def quantize_int8(proto: onnx.ModelProto, config: ExportConfig) -> onnx.ModelPro
         onnx.save(pre_proto, pre)
         quantize_static(
             str(pre), str(dst), _Reader(input_name, feeds), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-            op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=activation_matmuls(pre_proto),
+            activation_type=getattr(QuantType, scheme.activation_type),
+            weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=QUANTIZED_OPS,
+            nodes_to_exclude=activation_matmuls(pre_proto),
             calibrate_method=CalibrationMethod.MinMax,
-            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
+            extra_options={"WeightSymmetric": True,
+                           "ActivationSymmetric": scheme.activation_symmetric,
+                           "QuantizeBias": scheme.quantize_bias})
         return onnx.load(dst)

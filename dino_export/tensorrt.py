@@ -1,41 +1,46 @@
-"""ONNX -> TensorRT engine with the TensorRT Python API, plus the metadata JSON beside it.
+"""Verified ONNX graph -> strongly typed TensorRT engine, plus the metadata JSON beside it.
 
     build_engine(onnx_path, engine_path, EngineConfig(...), meta) -> Path
 
-The builder parses the exported ONNX, sets the workspace limit, one optimisation profile over
-the batch (min/opt/max from the metadata), a timing cache that later builds reuse, and the
-precision: fp16 keeps every LayerNorm (TensorRT ``NORMALIZATION`` layers) in float32 with
-precision constraints obeyed, since its variance overflows in fp16; int8 uses the Q/DQ nodes of
-an ``--precision int8`` file, or an entropy calibrator on ``--calib-data`` images for a float
-file. The engine's metadata is ``<engine>.json`` (the runtime reads it, with the TensorRT
-version that must match at load).
+The engine computes in exactly the types of the graph it is built from (strong typing): the
+precision lives in the graph, which ``dino-export`` has verified on the CPU just before. The fp32
+engine comes from the fp32 graph, the fp16 engine from the fp16 graph (LayerNorm and Softmax kept
+in float32 inside it), the int8 engine from a Q/DQ graph with TensorRT's symmetric int8 (see
+:mod:`dino_export.quantize`). No builder precision flags, no calibrator, no per-layer precision:
+TensorRT 11 removed them all (NVIDIA, "Migrating from TensorRT 10.x to 11.x"), and a strongly
+typed TensorRT 10 network refuses them. TensorRT 10.x (10.3 is JetPack 6's) builds strongly
+typed when the network is created with ``NetworkDefinitionCreationFlag.STRONGLY_TYPED``; 11.x
+always does, and ignores that flag (deprecated in 11.0), so none is passed there.
 
-Without TensorRT or a GPU, :func:`unavailable_reason` says which is missing and
-:func:`trtexec_command` gives the equivalent command for a machine that has them.
+The builder parses the graph, sets the workspace limit, turns TF32 off (float32 stays float32),
+adds one optimisation profile over the batch (min/opt/max from the metadata) and a timing cache
+that later builds reuse. The engine's metadata is ``<engine>.json`` (the runtime reads it, with
+the TensorRT version that must match at load). Without TensorRT or a GPU,
+:func:`unavailable_reason` says which is missing and :func:`fallback` gives the ``trtexec``
+command for a machine that has them (it keeps trtexec's TF32 default: whether trtexec 11 still
+takes ``--noTF32`` could not be checked here, and a flag it refuses would break the line).
 """
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
-import onnx
 
 from dino_core.errors import UserError
 from dino_core.fileio import atomic_write_bytes
 from dino_core.metadata import InputFormat, ModelMetadata
 
 GIB = 1 << 30
+MIN_VERSION = (10, 3)  # JetPack 6; strongly typed networks parse Q/DQ and fp16 graphs from 10.0
+SUPPORTED = "TensorRT 10.3 or later (10.x, 11.x)"
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How to build one engine; ``calib_feeds`` only for int8 from a float ONNX file."""
+    """How to build one engine. There is no precision here: the graph carries it."""
 
-    precision: str = "fp16"
     workspace_gib: float = 4.0
-    timing_cache: Path | None = None          # default: trt_timing.cache beside the engine
-    calib_feeds: tuple[np.ndarray, ...] = ()  # graph-format batches, one per calibration step
+    timing_cache: Path | None = None  # default: trt_timing.cache beside the engine
 
 
 def input_shapes(meta: ModelMetadata) -> dict[str, tuple[int, ...]]:
@@ -46,69 +51,109 @@ def input_shapes(meta: ModelMetadata) -> dict[str, tuple[int, ...]]:
     return {"min": (b.min, *one), "opt": (b.opt, *one), "max": (b.max, *one)}
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"10.16.1.11"`` -> (10, 16, 1, 11); non-numeric parts (``post1``) end the tuple."""
+    parts = []
+    for part in version.split("."):
+        if not part.isdigit():
+            break
+        parts.append(int(part))
+    return tuple(parts)
+
+
+def check_version(version: str) -> int:
+    """The major version, or :class:`UserError` for a TensorRT older than :data:`MIN_VERSION`."""
+    numbers = version_tuple(version)
+    if numbers[:2] < MIN_VERSION:
+        raise UserError(f"TensorRT {version} is installed; dino-export builds strongly typed "
+                        f"engines with {SUPPORTED}")
+    return numbers[0]
+
+
+def network_flags(trt) -> int:
+    """``create_network`` flags for a strongly typed network on the installed TensorRT."""
+    if check_version(trt.__version__) == 10:
+        return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 0  # 11.x: always strongly typed; the flag is deprecated and ignored
+
+
 def unavailable_reason() -> str | None:
-    """Why an engine cannot be built here (no TensorRT, no GPU), or ``None``."""
+    """Why an engine cannot be built here (no TensorRT, a TensorRT too old, no GPU), or ``None``."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
-        return "TensorRT is not installed (pip install 'dino-edge[trt]' on a machine with an NVIDIA GPU)"
-    import torch
-    if not torch.cuda.is_available():
+        return ("TensorRT is not installed (pip install 'dino-edge[trt]' on a machine with an "
+                "NVIDIA GPU; on Jetson, the tensorrt module of JetPack)")
+    try:
+        check_version(tensorrt.__version__)
+    except UserError as e:
+        return str(e)
+    if not gpu_visible():
         return "no CUDA GPU is visible (TensorRT builds engines for the GPU it runs on)"
     return None
 
 
-def layernorm_names(onnx_path: Path) -> list[str]:
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    return [n.name for n in proto.graph.node if n.op_type == "LayerNormalization"]
+def gpu_visible() -> bool:
+    import torch
+    return torch.cuda.is_available()
 
 
-def is_qdq(onnx_path: Path) -> bool:
-    proto = onnx.load(str(onnx_path), load_external_data=False)
-    return any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+def installed_major() -> int | None:
+    """The major version of an importable TensorRT, else ``None``."""
+    try:
+        import tensorrt
+    except ImportError:
+        return None
+    numbers = version_tuple(tensorrt.__version__)
+    return numbers[0] if numbers else None
 
 
 def trtexec_command(onnx_path: Path, engine_path: Path, cfg: EngineConfig,
-                    meta: ModelMetadata) -> str:
-    """The ``trtexec`` line that builds the same engine on a machine with TensorRT."""
-    shapes = input_shapes(meta)
-    dims = {k: "x".join(str(d) for d in v) for k, v in shapes.items()}
+                    meta: ModelMetadata, major: int = 10) -> str:
+    """The shell-quoted ``trtexec`` line that builds the same engine with TensorRT ``major``.x:
+    ``--stronglyTyped`` on 10.x, nothing on 11.x (always strongly typed), no precision flags."""
+    dims = {k: "x".join(str(d) for d in v) for k, v in input_shapes(meta).items()}
     cache = cfg.timing_cache or engine_path.parent / "trt_timing.cache"
     parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}",
              f"--memPoolSize=workspace:{int(cfg.workspace_gib * 1024)}M",
              f"--timingCacheFile={cache}"]
     if meta.batch.is_dynamic:
         parts += [f"--{k}Shapes={meta.input_name}:{dims[k]}" for k in ("min", "opt", "max")]
-    if cfg.precision in ("fp16", "int8"):
-        ln = layernorm_names(onnx_path)
-        parts += ["--fp16", "--precisionConstraints=obey",
-                  "--layerPrecisions=" + ",".join(f"{n}:fp32" for n in ln)]
-    if cfg.precision == "int8":
-        parts.append("--int8")  # Q/DQ scales come from the file; a float file needs --calib=CACHE
-    return " ".join(parts)
+    if major == 10:
+        parts.append("--stronglyTyped")
+    return shlex.join(parts)
+
+
+def fallback(onnx_path: Path, engine_path: Path, cfg: EngineConfig, meta: ModelMetadata) -> str:
+    """What to run instead, for the message that says why no engine was built here: the command
+    for the installed TensorRT's major version, else 10.x (Jetson), with the other major's change;
+    the command comes last, so it can be copied from the end of the line."""
+    major = installed_major() or 10
+    other = ("on 11.x leave out --stronglyTyped, always on there" if major == 10 else
+             "on 10.x add --stronglyTyped")
+    return (f"build {engine_path.name} on a GPU machine with TensorRT {major}.x ({other}): "
+            f"{trtexec_command(onnx_path, engine_path, cfg, meta, major)}")
 
 
 def build_engine(onnx_path: Path, engine_path: Path, cfg: EngineConfig,
                  meta: ModelMetadata) -> Path:
-    """Build, write ``engine_path`` and ``<engine_path>.json`` atomically; returns the path."""
+    """Build from the graph ``onnx_path`` (whose metadata is ``meta``); write ``engine_path`` and
+    ``<engine_path>.json`` atomically; returns the path."""
     import tensorrt as trt
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(_network_flags(trt))
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise UserError(f"{onnx_path}: TensorRT {trt.__version__} cannot parse it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * GIB))
-    _set_precision(trt, network, config, cfg, qdq=is_qdq(onnx_path))
-    profile = _profile(builder, meta)
-    config.add_optimization_profile(profile)
-    calibrator = None
-    if cfg.precision == "int8" and not is_qdq(onnx_path):
-        calibrator = _calibrator(trt, cfg.calib_feeds, engine_path)
-        config.int8_calibrator = calibrator
-        config.set_calibration_profile(profile)
+    # TF32 (on by default) rounds float32 matmul inputs to 10-bit mantissas: about 1e-3
+    # relative error, ten times the fp32 bound the engine is verified against. Off, float32 in
+    # the graph means float32 on the GPU, as on the CPU that verified the graph.
+    config.clear_flag(trt.BuilderFlag.TF32)
+    config.add_optimization_profile(_profile(builder, meta))
     cache_path = cfg.timing_cache or engine_path.parent / "trt_timing.cache"
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
     config.set_timing_cache(cache, ignore_mismatch=False)
@@ -118,32 +163,10 @@ def build_engine(onnx_path: Path, engine_path: Path, cfg: EngineConfig,
                         "(its log above says why); try a larger --workspace")
     atomic_write_bytes(memoryview(config.get_timing_cache().serialize()), cache_path)
     atomic_write_bytes(memoryview(serialized), engine_path)
-    engine_meta = meta.with_(precision=cfg.precision, tensorrt_version=trt.__version__)
+    engine_meta = meta.with_(tensorrt_version=trt.__version__)  # precision: the graph's
     atomic_write_bytes(engine_meta.to_json().encode(),
                        engine_path.with_name(engine_path.name + ".json"))
     return engine_path
-
-
-def _network_flags(trt) -> int:
-    # TensorRT 10 networks are always explicit-batch; 8.x needs the flag.
-    if int(trt.__version__.split(".")[0]) >= 10:
-        return 0
-    return 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-
-
-def _set_precision(trt, network, config, cfg: EngineConfig, qdq: bool) -> None:
-    if cfg.precision in ("fp16", "int8"):
-        # int8 engines also allow fp16 for the layers that stay unquantised (attention, GELU).
-        config.set_flag(trt.BuilderFlag.FP16)
-        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-        for i in range(network.num_layers):
-            layer = network.get_layer(i)
-            if layer.type == trt.LayerType.NORMALIZATION:
-                layer.precision = trt.float32
-                for j in range(layer.num_outputs):
-                    layer.set_output_type(j, trt.float32)
-    if cfg.precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
 
 
 def _profile(builder, meta: ModelMetadata):
@@ -151,37 +174,3 @@ def _profile(builder, meta: ModelMetadata):
     profile = builder.create_optimization_profile()
     profile.set_shape(meta.input_name, shapes["min"], shapes["opt"], shapes["max"])
     return profile
-
-
-def _calibrator(trt, feeds: tuple[np.ndarray, ...], engine_path: Path):
-    """An entropy calibrator over graph-format batches (device copies through torch)."""
-    if not feeds:
-        raise UserError("--trt int8 from a float ONNX file needs --calib-data DIR")
-    import torch
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self) -> None:
-            super().__init__()
-            self.batches = iter(feeds)
-            self.current = None
-            self.cache = engine_path.with_name(engine_path.name + ".calib")
-
-        def get_batch_size(self) -> int:
-            return int(feeds[0].shape[0])
-
-        def get_batch(self, names):
-            batch = next(self.batches, None)
-            if batch is None:
-                return None
-            self.current = torch.from_numpy(np.ascontiguousarray(batch)).cuda()
-            return [int(self.current.data_ptr())]
-
-        def read_calibration_cache(self):
-            return self.cache.read_bytes() if self.cache.is_file() else None
-
-        def write_calibration_cache(self, cache) -> None:
-            atomic_write_bytes(memoryview(cache), self.cache)
-
-    return EntropyCalibrator()
-
-

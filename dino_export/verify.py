@@ -14,6 +14,7 @@ official ``visualize_attention.py --threshold 0.6`` does.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -139,18 +140,19 @@ def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) 
 
 
 def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
-                 precision: str = "auto") -> Runtime:
-    """The file as users open it, without masks (they are computed here for both sides)."""
+                 precision: str = "auto", providers: Sequence | None = None) -> Runtime:
+    """The file as users open it, without masks (they are computed here for both sides).
+    ``providers``: ONNX Runtime execution providers, as ``dino_runtime.Runtime`` takes them."""
     return Runtime(path, backend=backend, device=device, precision=precision, threshold=None,
-                   batch_size=64, warmup=False)
+                   batch_size=64, warmup=False, providers=providers)
 
 
 def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,
-                backend: str = "auto", device: str = "cpu", precision: str = "auto"
-                ) -> VerifyReport:
+                backend: str = "auto", device: str = "cpu", precision: str = "auto",
+                providers: Sequence | None = None) -> VerifyReport:
     """Run the file through the runtime and the model on the same frames; the report says
     whether it meets the bounds of the precision it ran in."""
-    runtime = open_runtime(path, backend, device, precision)
+    runtime = open_runtime(path, backend, device, precision, providers)
     meta = runtime.metadata
     inputs = inputs if inputs is not None else verification_sets(meta.img_size)
     ran_in = getattr(runtime.backend, "precision", meta.precision)

@@ -3,8 +3,10 @@ prints warnings on machines without one (onnxruntime-gpu lists its CUDA provider
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import importlib.util
+import re
 from functools import lru_cache
+from pathlib import Path
 
 
 @lru_cache(maxsize=1)
@@ -22,18 +24,38 @@ def cuda_device_count() -> int:
 
 @lru_cache(maxsize=1)
 def tensorrt_libraries_present() -> bool:
-    """True when TensorRT's runtime library can be loaded (for onnxruntime's TensorRT EP)."""
-    for name in ("libnvinfer.so.10", "libnvinfer.so"):
+    """True when the TensorRT runtime library that onnxruntime's TensorRT EP links against can
+    be loaded (the EP of onnxruntime-gpu 1.31 from PyPI links ``libnvinfer.so.10``: a TensorRT 11
+    install alone does not serve it)."""
+    names = nvinfer_sonames(_ort_tensorrt_provider())
+    for name in names:
         try:
             ctypes.CDLL(name)
             return True
         except OSError:
             continue
-    try:  # the pip wheel keeps its libraries inside the tensorrt_libs package
-        import tensorrt_libs  # noqa: F401
-        return True
-    except ImportError:
-        return ctypes.util.find_library("nvinfer") is not None
+    # the pip wheels keep the libraries inside the tensorrt_libs package
+    spec = importlib.util.find_spec("tensorrt_libs")
+    folders = (spec.submodule_search_locations or []) if spec else []
+    return any((Path(folder) / name).is_file() for folder in folders for name in names)
+
+
+def nvinfer_sonames(provider: Path | None) -> list[str]:
+    """The ``libnvinfer.so.N`` names the TensorRT provider library ``provider`` links against
+    (read from its dynamic string table); both majors when it cannot be read."""
+    if provider is not None and provider.is_file():
+        found = sorted({m.decode() for m in re.findall(rb"libnvinfer\.so\.\d+",
+                                                       provider.read_bytes())})
+        if found:
+            return found
+    return ["libnvinfer.so.10", "libnvinfer.so.11"]
+
+
+def _ort_tensorrt_provider() -> Path | None:
+    spec = importlib.util.find_spec("onnxruntime")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "capi" / "libonnxruntime_providers_tensorrt.so"
 
 
 def parse_device(device: str) -> tuple[str, int]:

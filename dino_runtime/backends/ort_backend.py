@@ -32,12 +32,27 @@ def choose_providers(device: str, model_path: Path) -> list:
     available = ort.get_available_providers()
     chain: list = []
     if TENSORRT_EP in available and tensorrt_libraries_present():
-        cache = model_path.parent / f".{model_path.stem}.trt-cache"
-        chain.append((TENSORRT_EP, {"device_id": index, "trt_engine_cache_enable": True,
-                                    "trt_engine_cache_path": str(cache)}))
+        chain.append((TENSORRT_EP, tensorrt_ep_options(index, model_path)))
     if CUDA_EP in available:
         chain.append((CUDA_EP, {"device_id": index}))
     return chain + [CPU_EP]
+
+
+def tensorrt_ep_options(index: int, model_path: Path) -> dict:
+    """TensorRT EP options (names as in onnxruntime-gpu 1.31's provider): strongly typed.
+
+    With its precision switches off, the EP creates a strongly typed TensorRT network (ONNX
+    Runtime's TensorRT EP sets ``kSTRONGLY_TYPED`` when neither fp16 nor int8 is enabled; TensorRT
+    11 is strongly typed always), so each node runs in the type the file gives it: an fp16 file
+    in fp16 with its LayerNorm and Softmax in fp32, an fp32 file in fp32. They are set
+    explicitly because provider options override ``ORT_TENSORRT_FP16_ENABLE`` and
+    ``ORT_TENSORRT_INT8_ENABLE`` from the environment, which would make TensorRT pick precisions
+    the file was not verified in (and that TensorRT 11 no longer has). Built engines are cached
+    beside the model, so only the first session of a shape pays for the build.
+    """
+    return {"device_id": index, "trt_fp16_enable": False, "trt_int8_enable": False,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(model_path.parent / f".{model_path.stem}.trt-cache")}
 
 
 def session_options(threads: int | None) -> ort.SessionOptions:

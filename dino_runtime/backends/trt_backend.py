@@ -1,8 +1,11 @@
 """TensorRT backend: a serialised engine plus its JSON metadata (``<engine>.json``).
 
-The engine is deserialised with the installed TensorRT, tensors are bound by name (``images``
-or ``images_bgr`` in; ``cls``, ``attn``, ``patch`` out), and device buffers come from
-cuda-python, allocated once for the largest batch. Engines are specific to a TensorRT version
+The engine is deserialised with the installed TensorRT (10.x or 11.x), tensors are bound by name
+(``images`` float32 or ``images_bgr`` uint8 in; ``cls``, ``attn``, ``patch`` out, in whatever
+type the engine declares, returned as float32), and device buffers come from cuda-python,
+allocated once for the largest batch. Fixed-batch engines take exactly their batch (the runtime
+pads to it); dynamic ones any batch up to the profile's max, padded here up to its min. This is
+also what ``dino-export`` verifies a new engine with. Engines are specific to a TensorRT version
 and a GPU: a mismatch is an error that says to rebuild, never a crash.
 """
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from dino_core.errors import BackendUnavailable, ModelError
-from dino_core.metadata import ModelMetadata
+from dino_core.metadata import InputFormat, ModelMetadata
 
 from .base import BackendOptions, ModelOutputs
 from .cuda import parse_device, require_cuda
@@ -113,12 +116,14 @@ class TensorRTBackend:
         if self.input_name not in names:
             raise ModelError(f"engine has no input {self.input_name!r} (tensors: {names}); {REBUILD}")
         shape = tuple(engine.get_tensor_shape(self.input_name))
-        if shape[0] < 0:
-            shape = tuple(engine.get_tensor_profile_shape(self.input_name, 0)[2])
-        self.max_batch = self.metadata.batch.max
+        self.min_batch = self.max_batch = self.metadata.batch.max
+        if shape[0] < 0:  # dynamic batch: the optimisation profile bounds it
+            lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
+            self.min_batch, self.max_batch = int(lo[0]), min(int(hi[0]), self.metadata.batch.max)
         self.outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        self._check_input_type(np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name))))
         self.buffers: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
-        self.context.set_input_shape(self.input_name, (self.max_batch,) + shape[1:])
+        self._set_batch(self.max_batch, shape[1:])
         for name in [self.input_name] + self.outputs:
             dims = tuple(self.context.get_tensor_shape(name))
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
@@ -126,14 +131,28 @@ class TensorRTBackend:
             self.context.set_tensor_address(name, ptr)
             self.buffers[name] = (ptr, dtype, dims[1:])
 
+    def _check_input_type(self, dtype: np.dtype) -> None:
+        expected = np.dtype(np.uint8 if self.metadata.input_format is InputFormat.UINT8_NHWC
+                            else np.float32)
+        if dtype != expected:
+            raise ModelError(f"engine input {self.input_name!r} is {dtype}, its metadata says "
+                             f"{self.metadata.input_format.value}; {REBUILD}")
+
+    def _set_batch(self, batch: int, tail: tuple[int, ...]) -> None:
+        if not self.context.set_input_shape(self.input_name, (batch, *tail)):
+            raise ModelError(f"engine refuses input shape {(batch, *tail)} (batch "
+                             f"{self.min_batch}..{self.max_batch}); {REBUILD}")
+
     def run(self, images: np.ndarray) -> ModelOutputs:
         """(B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs, B <= the engine's largest batch."""
         batch = images.shape[0]
         if batch > self.max_batch:
             raise ValueError(f"batch {batch} > the engine's largest batch {self.max_batch}")
         ptr, dtype, _ = self.buffers[self.input_name]
+        if batch < self.min_batch:  # below the profile: repeat the last frame, drop its outputs
+            images = np.concatenate([images, np.repeat(images[-1:], self.min_batch - batch, 0)])
         host = np.ascontiguousarray(images, dtype=dtype)
-        self.context.set_input_shape(self.input_name, host.shape)
+        self._set_batch(host.shape[0], host.shape[1:])
         self.cuda.copy(ptr, host.ctypes.data, host.nbytes, "HostToDevice", self.stream)
         if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execution failed")
@@ -150,3 +169,5 @@ class TensorRTBackend:
     def __del__(self) -> None:
         for ptr, _, _ in getattr(self, "buffers", {}).values():
             self.cuda.rt.cudaFree(ptr)
+        if getattr(self, "stream", None) is not None:
+            self.cuda.rt.cudaStreamDestroy(self.stream)

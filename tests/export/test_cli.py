@@ -81,7 +81,9 @@ def test_bad_checkpoints_give_one_line(tmp_path, capsys):
 
 
 def test_no_tensorrt_writes_and_verifies_onnx_then_fails(tiny_pretrained, tmp_path):
-    """Run as a user would (subprocess, the console script's module): a GPU-less machine."""
+    """Run as a user would (subprocess, the console script's module): a GPU-less machine. The
+    fp16 engine's source graph is written and verified too, and the printed trtexec line builds
+    from it, strongly typed, with no precision flags."""
     pytest.importorskip("onnxruntime")
     from dino_export.tensorrt import unavailable_reason
     reason = unavailable_reason()
@@ -92,10 +94,13 @@ def test_no_tensorrt_writes_and_verifies_onnx_then_fails(tiny_pretrained, tmp_pa
         [sys.executable, "-m", "dino_export.cli", str(tiny_pretrained), "-o", str(out),
          "--trt", "fp16", "--dynamic-batch", "1", "4", "8"],
         capture_output=True, text=True, timeout=300)
-    assert_one_line_error(proc.returncode, proc.stderr, reason.split(" (")[0], "written and verified",
-                          "trtexec --onnx=", "--fp16", "--minShapes=images:1x3x224x224",
-                          "--maxShapes=images:8x3x224x224", ":fp32")
-    assert out.is_file() and "-> PASS" in proc.stdout
+    assert_one_line_error(proc.returncode, proc.stderr, reason.split(" (")[0],
+                          "m.fp16.onnx are written and verified", "build m.fp16.engine",
+                          f"trtexec --onnx={tmp_path / 'm.fp16.onnx'}",
+                          "--minShapes=images:1x3x224x224", "--maxShapes=images:8x3x224x224")
+    assert not any(flag in proc.stderr for flag in ("--fp16", "--int8", ":fp32", "--precision"))
+    assert out.is_file() and (tmp_path / "m.fp16.onnx").is_file()
+    assert proc.stdout.count("-> PASS") == 2 and "fp16 bounds" in proc.stdout
     assert not out.with_name("m.fp16.engine").exists()
 
 

@@ -1,7 +1,6 @@
 """The export-target table, the trtexec fallback line, and the README documenting every option."""
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
@@ -14,13 +13,15 @@ from dino_export.onnx_export import read_metadata
 from dino_export.targets import (
     COMMON,
     TARGETS,
+    by_name,
     check_options,
     engine_path,
     markdown_table,
     select,
+    source_path,
     target_for,
 )
-from dino_export.tensorrt import EngineConfig, input_shapes, trtexec_command
+from dino_export.tensorrt import input_shapes
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -58,12 +59,29 @@ def test_readme_has_the_target_table():
 
 
 def test_target_table():
-    assert {t.name for t in TARGETS} == {"onnx", "onnx-fp16", "onnx-int8", "trt-fp32",
-                                         "trt-fp16", "trt-int8"}
+    assert {t.name for t in TARGETS} == {"onnx", "onnx-fp16", "onnx-int8", "onnx-int8-trt",
+                                         "trt-fp32", "trt-fp16", "trt-int8"}
     assert all(t.needs_gpu == (t.kind == "engine") for t in TARGETS)
     assert engine_path(Path("out/m.onnx"), "fp16") == Path("out/m.fp16.engine")
     with pytest.raises(UserError, match="fp32, fp16, int8"):
         target_for("engine", "fp8")
+    with pytest.raises(UserError, match="choose from fp32, fp16, int8$"):
+        target_for("onnx", "int8-trt")  # a source graph only, not a --precision value
+
+
+@pytest.mark.parametrize("precision, trt, rows, source", [
+    ("fp32", "fp32", ["onnx", "trt-fp32"], "m.onnx"),
+    ("fp32", "fp16", ["onnx", "trt-fp16", "onnx-fp16"], "m.fp16.onnx"),
+    ("fp16", "fp16", ["onnx-fp16", "trt-fp16"], "m.onnx"),
+    ("fp16", "fp32", ["onnx-fp16", "trt-fp32", "onnx"], "m.fp32.onnx"),
+    ("int8", "int8", ["onnx-int8", "trt-int8", "onnx-int8-trt"], "m.int8-trt.onnx"),
+    ("fp32", "int8", ["onnx", "trt-int8", "onnx-int8-trt"], "m.int8-trt.onnx"),
+])
+def test_an_engine_builds_from_the_graph_of_its_precision(precision, trt, rows, source):
+    selected = select(precision, trt)
+    assert [t.name for t in selected] == rows
+    assert source_path(Path("out/m.onnx"), selected[0], selected[1]) == Path("out") / source
+    assert by_name(selected[1].source).precision == selected[1].precision
 
 
 def test_the_table_decides_which_options_an_export_takes():
@@ -85,14 +103,8 @@ def test_img_size_error_names_nearest_sizes():
     check_img_size((480, 640), 16)
 
 
-def test_trtexec_command_for_a_dynamic_fp16_file(tiny_pretrained, tmp_path):
+def test_input_shapes_of_a_dynamic_file(tiny_pretrained, tmp_path):
     from dino_export import export_onnx
     path = export_onnx(tiny_pretrained, tmp_path / "m.onnx", ExportConfig(dynamic_batch=(1, 4, 16)))
-    meta = read_metadata(path)
-    assert input_shapes(meta) == {"min": (1, 3, 224, 224), "opt": (4, 3, 224, 224),
-                                  "max": (16, 3, 224, 224)}
-    cmd = trtexec_command(path, tmp_path / "m.fp16.engine", EngineConfig("fp16", 2.0), meta)
-    assert f"--onnx={path}" in cmd and "--memPoolSize=workspace:2048M" in cmd
-    assert "--optShapes=images:4x3x224x224" in cmd and "--fp16" in cmd
-    # every LayerNormalization is pinned to fp32
-    assert len(re.findall(r":fp32", cmd)) == 5
+    assert input_shapes(read_metadata(path)) == {"min": (1, 3, 224, 224), "opt": (4, 3, 224, 224),
+                                                 "max": (16, 3, 224, 224)}

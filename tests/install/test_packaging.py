@@ -37,3 +37,18 @@ def test_runtime_imports_without_torch():
         "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_trt_extra_allows_exactly_the_supported_tensorrt_releases():
+    """10.3 (JetPack 6) up to the 11.x whose API the surface test checks; nothing older, and no
+    major whose API nobody has checked."""
+    from packaging.requirements import Requirement
+
+    from dino_export.tensorrt import MIN_VERSION
+    from tests.tensorrt_api import load, roles
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    (tensorrt,) = [Requirement(r) for r in extras["trt"] if Requirement(r).name == "tensorrt"]
+    assert all(load(role).version in tensorrt.specifier for role in roles())
+    assert ".".join(map(str, MIN_VERSION)) + ".0" in tensorrt.specifier
+    for outside in ("8.6.1", "10.2.0.post1", "12.0.0"):
+        assert outside not in tensorrt.specifier

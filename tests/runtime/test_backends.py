@@ -115,3 +115,49 @@ def test_tensorrt_engine_without_tensorrt_says_what_to_install(tmp_path):
     from dino_runtime.backends.trt_backend import TensorRTBackend
     with pytest.raises(BackendUnavailable, match="GPUs only"):
         TensorRTBackend(engine, BackendOptions(device="cpu"))
+
+
+# The TensorRT EP's option names in onnxruntime-gpu 1.31.0 (PyPI wheel), as its
+# libonnxruntime_providers_tensorrt.so spells them (the strings of the library).
+ORT_131_TENSORRT_OPTIONS = {
+    "device_id", "trt_auxiliary_streams", "trt_bf16_enable", "trt_build_heuristics_enable",
+    "trt_builder_optimization_level", "trt_context_memory_sharing_enable",
+    "trt_cuda_graph_enable", "trt_detailed_build_log", "trt_dla_core", "trt_dla_enable",
+    "trt_dump_ep_context_model", "trt_dump_subgraphs", "trt_engine_cache_enable",
+    "trt_engine_cache_path", "trt_engine_cache_prefix", "trt_engine_decryption_enable",
+    "trt_engine_decryption_lib_path", "trt_engine_hw_compatible", "trt_ep_context_embed_mode",
+    "trt_ep_context_file_path", "trt_extra_plugin_lib_paths", "trt_force_sequential_engine_build",
+    "trt_force_timing_cache", "trt_fp16_enable", "trt_int8_calibration_table_name",
+    "trt_int8_enable", "trt_int8_use_native_calibration_table", "trt_layer_norm_fp32_fallback",
+    "trt_max_partition_iterations", "trt_max_workspace_size", "trt_min_subgraph_size",
+    "trt_op_types_to_exclude", "trt_profile_max_shapes", "trt_profile_min_shapes",
+    "trt_profile_opt_shapes", "trt_sparsity_enable", "trt_tactic_sources",
+    "trt_timing_cache_enable", "trt_timing_cache_path", "trt_weight_stripped_engine_enable"}
+
+
+def test_the_tensorrt_provider_builds_strongly_typed(monkeypatch, tiny_onnx):
+    """On a GPU machine with onnxruntime-gpu and TensorRT, the TensorRT EP leads the chain with
+    its precision switches off (a strongly typed network: the file's types decide), named as
+    ONNX Runtime 1.31 names them."""
+    import onnxruntime as ort
+
+    from dino_runtime.backends import ort_backend
+    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(ort_backend, "require_cuda", lambda index: None)
+    monkeypatch.setattr(ort_backend, "tensorrt_libraries_present", lambda: True)
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [
+        "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
+    (trt_ep, trt_options), (cuda_ep, _), cpu_ep = choose_providers("cuda:0", tiny_onnx)
+    assert (trt_ep, cuda_ep, cpu_ep) == ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                         "CPUExecutionProvider")
+    assert set(trt_options) <= ORT_131_TENSORRT_OPTIONS
+    assert trt_options["trt_fp16_enable"] is False and trt_options["trt_int8_enable"] is False
+    assert trt_options["trt_engine_cache_path"] == str(tiny_onnx.parent / ".tiny16.trt-cache")
+
+
+def test_the_tensorrt_library_the_provider_needs(tmp_path):
+    from dino_runtime.backends.cuda import nvinfer_sonames
+    provider = tmp_path / "libonnxruntime_providers_tensorrt.so"
+    provider.write_bytes(b"\x7fELF...\x00libcublas.so.13\x00libnvinfer.so.10\x00libc.so.6\x00")
+    assert nvinfer_sonames(provider) == ["libnvinfer.so.10"]
+    assert nvinfer_sonames(tmp_path / "absent.so") == ["libnvinfer.so.10", "libnvinfer.so.11"]
