@@ -29,13 +29,15 @@ from dino_runtime import Runtime
 from dino_runtime.preprocess import InputSpec, Preprocessor
 from tests.conftest import DATA_DIR, tiny_vit
 
-SOURCE = Path(__file__).resolve().parents[2] / "examples" / "c"
+ROOT = Path(__file__).resolve().parents[2]
+SOURCE = ROOT / "examples" / "c"
 SIZE = (128, 224)                       # (H, W): the video's 16:9 at patch 16, grid 8 x 14
 GRID = (SIZE[0] // 16, SIZE[1] // 16)
 CLS_COSINE = {"fp32": 0.9999, "bf16": 0.999}
 MASK_IOU = 0.95
 # Six frames in calls of four: the second call is padded, its padding rows must not be written.
 VIDEO_FRAMES = {"01_dog.mp4": (0, 90), "02_cups.mp4": (0, 90), "03_blocks.mp4": (0, 90)}
+CMAKE_QUERY = "from openvino.utils import get_cmake_path; print(get_cmake_path())"
 # TBB dlopens libtbbbind with RTLD_DEEPBIND unless told not to; the sanitizer runtime refuses it.
 SANITIZER_ENV = {"TBB_ENABLE_SANITIZERS": "1", "ASAN_OPTIONS": "detect_leaks=1"}
 
@@ -49,8 +51,7 @@ def missing_toolchain() -> str | None:
 
 def openvino_cmake_dir() -> str:
     """The README's one-line query for the wheel's cmake folder."""
-    proc = subprocess.run([sys.executable, "-c", "from openvino.utils import get_cmake_path; "
-                           "print(get_cmake_path())"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", CMAKE_QUERY], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip(), (
         "openvino is not installed (pip install 'dino-edge[openvino]'): " + proc.stderr[-500:])
     return proc.stdout.strip()
@@ -268,3 +269,11 @@ def test_c_partial_frames_leave_no_output_behind(binary, models, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cls.npy"]
     proc = run_c(binary, models["fixed"], frames, tmp_path)
     assert proc.returncode == 1 and "not a whole number of bgr24 frames" in one_line_error(proc)
+
+
+def test_readmes_show_the_build_commands_this_test_runs():
+    for readme in (SOURCE / "README.md", ROOT / "README.md"):
+        text = readme.read_text()
+        for command in ("pip install", "cmake -S examples/c -B build/c -DOpenVINO_DIR=",
+                        CMAKE_QUERY, "cmake --build build/c"):
+            assert command in text, f"{readme} lacks {command!r}"
