@@ -45,6 +45,7 @@ from dino_models.archs import resolve_arch  # noqa: E402
 from dino_runtime import Runtime  # noqa: E402
 from dino_runtime.preprocess import InputSpec, Preprocessor, fit_size  # noqa: E402
 from dino_train.cpu_tuning import cpu_model  # noqa: E402
+from benchmarks.bench_runtime import read_frames  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "videos"
 SOURCE = ROOT / "examples" / "c"
@@ -64,17 +65,11 @@ def build_example(work: Path) -> Path:
     return build / "dino_embed"
 
 
-def read_frames(video: Path, count: int, size: tuple[int, int]) -> np.ndarray:
-    """The first ``count`` frames at the model size, (N, H, W, 3) uint8 BGR."""
+def model_frames(video: Path, count: int, size: tuple[int, int]) -> np.ndarray:
+    """The first ``count`` frames at the model size, (N, H, W, 3) uint8 BGR, resized as
+    dino-run resizes them."""
     resize = Preprocessor(InputSpec(size)).resize
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while len(frames) < count:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(resize(image))
-    return np.stack(frames)
+    return np.stack([resize(frame) for frame in read_frames(video, count)])
 
 
 def run_c(binary: Path, model: Path, frames_file: Path, work: Path, batch: int,
@@ -145,30 +140,38 @@ def parity(model: Path, work: Path, frames: np.ndarray) -> tuple[float, float]:
     return float(cosine(cls, out.cls).min()), float(mask_iou(masks, out.masks[:, 0]).min())
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="vit_s16")
-    parser.add_argument("--video", default=str(DATA / "01_dog.mp4"))
+    parser.add_argument("--video", type=Path, default=DATA / "01_dog.mp4")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--short-side", type=int, default=224)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    video = Path(args.video)
-    if not video.is_file():
-        raise SystemExit(f"{video}: not found (see ../shared/data/README.md)")
+    return parser.parse_args()
+
+
+def video_hw(video: Path) -> tuple[int, int]:
+    """(H, W) of the video's frames; exits with a line when it cannot be read."""
+    cap = cv2.VideoCapture(str(video))
+    hw = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    cap.release()
+    if min(hw) <= 0:
+        raise SystemExit(f"{video}: not a readable video (see ../shared/data/README.md)")
+    return hw
+
+
+def main() -> None:
+    args = parse_args()
     import openvino
     arch = resolve_arch(args.arch)
+    size = fit_size(video_hw(args.video), args.short_side, arch.patch_size)
     work = Path(tempfile.mkdtemp(prefix="bench_c_consumer_"))
-    cap = cv2.VideoCapture(str(video))
-    size = fit_size((int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))),
-                    args.short_side, arch.patch_size)
-    cap.release()
     torch.manual_seed(0)
     model = export_onnx(arch.build().eval(), work / "model.onnx",
                         ExportConfig(img_size=size, preprocess=True, dynamic_batch=(1, 8, 32)))
     binary = build_example(work)
-    frames = read_frames(video, args.frames, size)
+    frames = model_frames(args.video, args.frames, size)
     frames_file = work / "frames.bgr"
     frames.tofile(frames_file)
     precisions = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
@@ -177,7 +180,7 @@ def main() -> None:
           f"{platform.node()} {cpu_model()}, {len(os.sched_getaffinity(0))} cores; "
           f"openvino {openvino.__version__}; load average at start {os.getloadavg()[0]:.1f}")
     print(f"{args.arch}, random weights (seed 0), --preprocess ONNX {size[0]}x{size[1]} "
-          f"(dynamic batch 1..32); {len(frames)} frames of {video.name}; {args.repeats} runs "
+          f"(dynamic batch 1..32); {len(frames)} frames of {args.video.name}; {args.repeats} runs "
           "of each in turn, each over every frame after one warm-up call\n")
     print("| path | precision | batch | ms per call, median (best) | model-only frames/s, median "
           "(best) | C overall frames/s | C vs Python runtime |")
