@@ -169,7 +169,8 @@ static FILE *open_frames(const char *path, size_t frame_bytes, const dino_meta_t
 static long read_frames(FILE *file, const char *path, uint8_t *buffer, size_t frame_bytes,
                         size_t max) {
     size_t bytes = fread(buffer, 1, frame_bytes * max, file);
-    if (ferror(file) && !interrupted) {
+    if (interrupted) return 0; /* a signal cut the read short: the caller reports it */
+    if (ferror(file)) {
         fail("%s: cannot read the frames (%s)", path, strerror(errno));
         return -1;
     }

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -277,3 +279,17 @@ def test_readmes_show_the_build_commands_this_test_runs():
         for command in ("pip install", "cmake -S examples/c -B build/c -DOpenVINO_DIR=",
                         CMAKE_QUERY, "cmake --build build/c"):
             assert command in text, f"{readme} lacks {command!r}"
+
+
+def test_c_interrupted_run_exits_130_and_leaves_no_output(binary, models, tmp_path):
+    proc = subprocess.Popen([str(binary), str(models["fixed"]), "-", "--cls",
+                             str(tmp_path / "cls.npy"), "--masks", str(tmp_path / "masks.npy")],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(np.zeros((1, *SIZE, 3), np.uint8).tobytes())
+    proc.stdin.flush()
+    time.sleep(2.0)  # the frame is run; the program waits for the next one on the pipe
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.decode().strip() == "dino_embed: interrupted"
+    assert list(tmp_path.iterdir()) == []
