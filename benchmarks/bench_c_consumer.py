@@ -148,6 +148,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--short-side", type=int, default=224)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"],
+                        default=["fp32", "bf16"], help="bf16 runs only on CPUs with native bf16")
     return parser.parse_args()
 
 
@@ -174,7 +176,7 @@ def main() -> None:
     frames = model_frames(args.video, args.frames, size)
     frames_file = work / "frames.bgr"
     frames.tofile(frames_file)
-    precisions = ["fp32"] + (["bf16"] if cpu_has_native_bf16() else [])
+    precisions = [p for p in args.precisions if p == "fp32" or cpu_has_native_bf16()]
 
     print(f"# bench_c_consumer {datetime.datetime.now().isoformat(timespec='seconds')}  "
           f"{platform.node()} {cpu_model()}, {len(os.sched_getaffinity(0))} cores; "
