@@ -13,7 +13,8 @@ resizes them), per batch size and precision:
   3. ``dino_runtime.Runtime``'s model-only figure (``backend.run`` on preprocessed frames): ONNX
      Runtime, fp32, the Python runtime's backend for .onnx files.
 Each is timed over every frame, after one warm-up call, --repeats times in turn; the table
-shows the median and the best run. The C outputs are compared with the Python runtime's (CLS cosine, mask IoU).
+shows the median and the best run. The C outputs are compared with the Python runtime's
+(CLS cosine, mask IoU).
 Prints Markdown for BENCHMARKS.md.
 """
 from __future__ import annotations
@@ -113,8 +114,8 @@ def openvino_python(model: Path, batch: int, precision: str) -> Callable[[np.nda
     shape = graph.input(0).get_partial_shape()
     shape[0] = batch
     graph.reshape(shape)
-    compiled = core.compile_model(graph, "CPU", {"PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_PRECISION_HINT": OV_PRECISION[precision]})
+    settings = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": OV_PRECISION[precision]}
+    compiled = core.compile_model(graph, "CPU", settings)
     request = compiled.create_infer_request()
     return lambda x: request.infer({0: x})
 

@@ -98,9 +98,11 @@ static int parse_args(int argc, char **argv, options_t *o) {
         } else if (strcmp(arg, "--masks") == 0) {
             o->masks = value;
         } else if (strcmp(arg, "--batch") == 0) {
-            if (parse_int(value, 1, &o->batch)) return usage_error("--batch: expected N >= 1, got ", value);
+            if (parse_int(value, 1, &o->batch))
+                return usage_error("--batch: expected N >= 1, got ", value);
         } else if (strcmp(arg, "--threads") == 0) {
-            if (parse_int(value, 1, &o->threads)) return usage_error("--threads: expected N >= 1, got ", value);
+            if (parse_int(value, 1, &o->threads))
+                return usage_error("--threads: expected N >= 1, got ", value);
         } else if (strcmp(arg, "--precision") == 0) {
             if (strcmp(value, "fp32") && strcmp(value, "bf16"))
                 return usage_error("--precision: expected fp32 or bf16, got ", value);

@@ -3,7 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#define MAX_MESSAGE 600  /* OpenVINO's messages can run to pages; the first 600 characters say what */
+/* OpenVINO's messages can run to pages; their first 600 characters say what went wrong. */
+#define MAX_MESSAGE 600
 
 int fail(const char *format, ...) {
     char message[MAX_MESSAGE];

@@ -63,9 +63,9 @@ def build(out: Path, *options: str) -> Path:
     reason = missing_toolchain()
     if reason:
         pytest.skip(reason)
-    for cmd in (["cmake", "-S", str(SOURCE), "-B", str(out), f"-DOpenVINO_DIR={openvino_cmake_dir()}",
-                 *options],
-                ["cmake", "--build", str(out), "-j", "2"]):
+    configure = ["cmake", "-S", str(SOURCE), "-B", str(out),
+                 f"-DOpenVINO_DIR={openvino_cmake_dir()}", *options]
+    for cmd in (configure, ["cmake", "--build", str(out), "-j", "2"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out / "dino_embed"
