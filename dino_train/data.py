@@ -10,9 +10,9 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
-import sys
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +26,8 @@ from torchvision import transforms
 
 from dino_core.constants import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, VIDEO_SUFFIXES
 from dino_core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,10 @@ def scan_folder(root: str | os.PathLike, video_stride: int = 15) -> ScanResult:
         raise UserError(f"{root}: no images or videos found (looked for "
                         f"{' '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
     for path, reason in result.skipped[:5]:
-        _warn(f"skipping {path}: {reason}")
+        log.warning(f"skipping {path}: {reason}")
     if len(result.skipped) > 5:
-        _warn(f"skipping {len(result.skipped) - 5} more files that are not images or videos")
+        log.warning(f"skipping {len(result.skipped) - 5} more files that are not images or "
+                    "videos")
     return result
 
 
@@ -85,10 +88,6 @@ def _video_frame_count(path: Path) -> int:
         return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
     finally:
         cap.release()
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def load_rgb(sample: Sample) -> Image.Image:
@@ -224,7 +223,8 @@ class MultiCropDataset(Dataset):
                 img = load_rgb(sample)
             except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three on bad bytes
                 where = sample.path if sample.frame is None else f"{sample.path}#{sample.frame}"
-                _warn(f"skipping {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                log.warning(f"skipping {where}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
                 continue
             return self._views(img, epoch, index), skipped
         raise UserError("no readable image in the dataset")

@@ -6,8 +6,8 @@ the votes of its ``k`` most cosine-similar training images, each weighted ``exp(
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +20,8 @@ from torchvision import transforms
 
 from dino_core.constants import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD
 from dino_core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_KS = (10, 20, 100, 200)
 
@@ -85,7 +87,7 @@ class _Images(Dataset):
             with Image.open(self.paths[i]) as img:
                 return self.transform(img.convert("RGB")), True
         except (OSError, ValueError, SyntaxError) as e:
-            print(f"warning: skipping {self.paths[i]}: {e}", file=sys.stderr)
+            log.warning(f"skipping {self.paths[i]}: {e}")
             return torch.zeros(3, self.size, self.size), False
 
 

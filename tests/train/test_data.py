@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from dino_core.cli import configure_logging
 from dino_core.errors import UserError
 from dino_train.data import (
     CropConfig,
@@ -57,6 +58,7 @@ def test_empty_or_missing_folder_is_a_user_error(tmp_path):
 
 
 def test_corrupt_files_are_skipped_and_counted(tmp_path, capfd):
+    configure_logging("dino-train")  # warnings go through logging, printed as by the command
     folder = write_images(tmp_path / "d", 4)
     (folder / "img001.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
     (folder / "img002.jpg").write_bytes(b"")
@@ -65,7 +67,7 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path, capfd):
     assert skipped == 2 and len(crops) == 5  # 001 and 002 unreadable: 003 is used instead
     assert ds[(0, 0)][1] == 0
     err = capfd.readouterr().err
-    assert "skipping" in err and "img001.jpg" in err and "img002.jpg" in err
+    assert "dino-train: warning: skipping" in err and "img001.jpg" in err and "img002.jpg" in err
 
 
 def test_views_depend_only_on_seed_epoch_and_index(image_folder):
