@@ -76,8 +76,18 @@ def scan_folder(root: str | os.PathLike, video_stride: int = 15) -> ScanResult:
 
 
 def _walk(root: Path) -> Iterator[Path]:
+    """Files under ``root``, following links to folders but entering each folder once (by its
+    real path): a link back to a parent would otherwise repeat the tree until the path is too
+    long, or forever. Folders are visited in name order, so a folder reached by two paths is
+    always listed under the same one."""
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         yield from (Path(dirpath) / f for f in filenames if not f.startswith("."))
 
 

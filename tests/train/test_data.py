@@ -1,6 +1,9 @@
 """Data: folder scan (images, videos, junk), unreadable files, deterministic views, sampler."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,40 @@ def test_empty_or_missing_folder_is_a_user_error(tmp_path):
         scan_folder(tmp_path / "empty")
     with pytest.raises(UserError, match="not a directory"):
         scan_folder(tmp_path / "missing")
+
+
+def test_a_link_back_to_a_parent_folder_is_followed_once(tmp_path):
+    """8 images and a link to their own folder: 8 samples (the walk counted 328, 8 per level
+    until the path was too long)."""
+    folder = write_images(tmp_path / "d" / "images", 8)
+    (folder / "up").symlink_to("..", target_is_directory=True)
+    assert len(scan_folder(folder).samples) == 8
+
+
+def test_a_folder_reached_by_two_links_is_listed_once_under_the_first_name(tmp_path):
+    write_images(tmp_path / "d" / "real", 3)
+    (tmp_path / "d" / "b_link").symlink_to("real", target_is_directory=True)
+    (tmp_path / "d" / "a_link").symlink_to("real", target_is_directory=True)
+    samples = scan_folder(tmp_path / "d").samples
+    assert sorted({Path(s.path).parent.name for s in samples}) == ["a_link"]
+    assert len(samples) == 3
+
+
+def test_symlink_loops_do_not_hang_the_scan(tmp_path):
+    """Two links back to the top make 2**depth paths for a walk that follows links blindly
+    (it ran for hours); entered once each, the scan is instant."""
+    folder = write_images(tmp_path / "d", 4)
+    for name in ("x", "y"):
+        (folder / name).symlink_to(folder, target_is_directory=True)
+    code = "import sys; from dino_train.data import scan_folder; " \
+           "print(len(scan_folder(sys.argv[1]).samples))"
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the scan of a folder with two links back to itself did not end in 60 s")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["4"]
 
 
 def test_corrupt_files_are_skipped_and_counted(tmp_path, capfd):
