@@ -13,7 +13,7 @@ from .checkpointing import resume, save_checkpoint
 from .config import TrainConfig
 from .context import make_context
 from .logging_utils import IntervalMeter, JsonlLog, plot_training
-from .outputs import make_output_dir, write_config
+from .outputs import lock_output_dir, make_output_dir, write_config
 from .progress import Progress, log_record, monitor_knn
 from .step import make_views, train_step
 
@@ -86,7 +86,12 @@ def train(cfg: TrainConfig) -> TrainSummary:
     try:
         trainer = build_trainer(cfg, ctx)  # bad data fails here, before any folder is made
         make_output_dir(trainer.out)
-        return _train(trainer)
+        lock = lock_output_dir(trainer.out, ctx.dist)
+        try:
+            return _train(trainer)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
         D.shutdown(ctx.dist)
 
