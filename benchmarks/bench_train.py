@@ -309,7 +309,7 @@ def main() -> None:
     if available < max(n, 5):
         sys.exit(f"bench_train: {cfg.data_path} holds {available} full batches of {args.batch}; "
                  f"--warmup + --steps need {max(n, 5)}")
-    ctx = TrainContext(torch.device(args.device), args.precision, D.DistInfo())
+    ctx = TrainContext(torch.device(args.device), args.precision, D.DistInfo(device=args.device))
     trainer = build_trainer(cfg, ctx)
     state = trainer.nets.student_module.state_dict()
     batches = fixed_batches(cfg, n)

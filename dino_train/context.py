@@ -16,7 +16,7 @@ from .cpu_tuning import keep_freed_memory
 
 @dataclass
 class TrainContext:
-    device: torch.device
+    device: torch.device      # with its index on CUDA: the process's own GPU
     precision: str            # resolved: fp32 | bf16 | fp16
     dist: D.DistInfo
 
@@ -55,4 +55,4 @@ def make_context(cfg: TrainConfig) -> TrainContext:
         keep_freed_memory()
     precision = resolve_train_precision(cfg.precision, device)
     dist = D.init_distributed(device.type, cfg.dist_url)
-    return TrainContext(device, precision, dist)
+    return TrainContext(torch.device(dist.device), precision, dist)

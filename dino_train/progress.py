@@ -51,9 +51,10 @@ def log_record(t: Trainer, meter: IntervalMeter) -> dict[str, Any]:
     distributed: every process calls it at the same step)."""
     it = max(t.state.step - 1, 0)
     stats = meter.summary()
-    for key in AVERAGED_TERMS:
-        if key in stats:
-            stats[key] = float(D.all_reduce_mean(torch.tensor(stats[key]), t.ctx.dist))
+    terms = [key for key in AVERAGED_TERMS if key in stats]
+    # Created on the run's device: NCCL rejects CPU tensors in a collective.
+    values = torch.tensor([stats[key] for key in terms], device=t.ctx.device)
+    stats.update(zip(terms, D.all_reduce_mean(values, t.ctx.dist).tolist()))
     return {"step": t.state.step, "epoch": t.state.epoch, **stats,
             "images_per_s": stats["images_per_s"] * t.ctx.dist.world_size,
             "lr": float(t.schedules.lr[it]), "wd": float(t.schedules.weight_decay[it]),
