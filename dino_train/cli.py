@@ -5,8 +5,9 @@ default, help text and valid range is written once. Every official ``main_dino.p
 exists with its official default, spelled with dashes (``--batch-size-per-gpu``) and, as an
 alias, with the official underscores (``--batch_size_per_gpu``), so an official command line runs
 as is. Errors follow :mod:`dino_core.cli`: one line on stderr; exit status 2 for a bad option
-(naming the option and its valid range), 1 for bad data or a diverged run, 130 after Ctrl-C (run
-the same command again to resume).
+(naming the option and its valid range), 1 for bad data or a diverged run, 128 + the signal after
+SIGINT (130), SIGTERM (143) or SIGHUP (129), once the checkpoint is written (run the same command
+again to resume).
 """
 from __future__ import annotations
 

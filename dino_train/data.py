@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import signal
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -288,8 +289,9 @@ def build_loader(dataset: MultiCropDataset, sampler: EpochSampler, batch_size: i
                  num_workers: int, pin_memory: bool, worker_niceness: int = 0,
                  collate_fn: Callable | None = None) -> DataLoader:
     """The training loader; ``worker_niceness`` > 0 lowers the workers' scheduling priority
-    (see :func:`lower_priority`); ``collate_fn`` None: the default (lists of crops)."""
-    init = partial(lower_priority, worker_niceness) if worker_niceness and num_workers else None
+    (see :func:`lower_priority`); ``collate_fn`` None: the default (lists of crops). The
+    workers leave Ctrl-C and SIGHUP to the training process (:func:`_init_worker`)."""
+    init = partial(_init_worker, worker_niceness) if num_workers else None
     return DataLoader(dataset, sampler=sampler, batch_size=batch_size, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=True, worker_init_fn=init,
                       collate_fn=collate_fn,
@@ -298,6 +300,22 @@ def build_loader(dataset: MultiCropDataset, sampler: EpochSampler, batch_size: i
                       # seeded per sample anyway, and the global RNG (stochastic depth) must not
                       # depend on when an epoch's iterator was created (exact resume).
                       generator=torch.Generator().manual_seed(0))
+
+
+def _init_worker(niceness: int, worker_id: int = 0) -> None:
+    """Ignore SIGINT and SIGHUP, and lower the priority by ``niceness``.
+
+    Ctrl-C and a closed terminal signal the whole process group, workers included; a worker
+    that died of it would make the training process's next batch fail instead of letting it
+    finish its step and write its checkpoint (:mod:`dino_train.loop`). SIGTERM keeps its
+    default: the loader and multiprocessing end workers with it (a worker that ignored it kept
+    the training process waiting at exit).
+    """
+    for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if s is not None:
+            signal.signal(s, signal.SIG_IGN)
+    if niceness:
+        lower_priority(niceness)
 
 
 def lower_priority(niceness: int, worker_id: int = 0) -> None:

@@ -1,10 +1,16 @@
 """The training loop: :func:`train` runs (or resumes) a run as configured, epoch by epoch,
-until ``--epochs``, ``--max-steps`` or ``--max-minutes`` ends it.
+until ``--epochs``, ``--max-steps``, ``--max-minutes`` or a stopping signal ends it.
+
+SIGINT, SIGTERM and SIGHUP (Ctrl-C, ``docker stop``, systemd, a closed SSH session) end the step
+in progress, write the checkpoint, and then raise :class:`~dino_core.signals.Interrupted`, which
+the command turns into exit status 128 + the signal; running the same command again resumes.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+
+from dino_core.signals import GracefulStop, Interrupted
 
 from . import distributed as D
 from .budget import BudgetCheck
@@ -23,11 +29,13 @@ class TrainSummary:
     steps: int
     epoch: int
     last_loss: float | None
-    stopped_by: str   # "epochs" | "max_steps" | "max_minutes"
+    stopped_by: str   # "epochs" | "max_steps" | "max_minutes" (a signal raises Interrupted)
 
 
-def should_stop(t: Trainer, started: float) -> str | None:
+def should_stop(t: Trainer, started: float, signal: GracefulStop) -> str | None:
     """Why the run stops after this step, if it does; every process gets the same answer."""
+    if D.any_process(signal.requested, t.ctx.dist):
+        return "signal"
     if t.cfg.max_steps is not None and t.state.step >= t.cfg.max_steps:
         return "max_steps"
     if t.cfg.max_minutes is not None:
@@ -38,7 +46,7 @@ def should_stop(t: Trainer, started: float) -> str | None:
 
 
 def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
-              budget: BudgetCheck | None = None) -> str | None:
+              signal: GracefulStop, budget: BudgetCheck | None = None) -> str | None:
     """Train the rest of the current epoch; returns why it stopped early, if it did."""
     t.sampler.set_epoch(t.state.epoch)
     t.sampler.start_batch = t.state.step_in_epoch
@@ -64,7 +72,7 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
             monitor_knn(t, log)
         if t.cfg.ckpt_every_steps and t.state.step % t.cfg.ckpt_every_steps == 0:
             save_checkpoint(t, epoch_end=False)
-        stop = should_stop(t, started)
+        stop = should_stop(t, started, signal)
         if stop:
             if meter.steps:
                 record = log_record(t, meter)
@@ -80,7 +88,11 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
 
 
 def train(cfg: TrainConfig) -> TrainSummary:
-    """Run (or resume) a DINO training as configured; returns how far it got."""
+    """Run (or resume) a DINO training as configured; returns how far it got.
+
+    Raises :class:`~dino_core.signals.Interrupted` after a stopping signal, once the checkpoint
+    is written.
+    """
     cfg.validate()
     ctx = make_context(cfg)
     try:
@@ -103,23 +115,26 @@ def _train(t: Trainer) -> TrainSummary:
     total = t.schedules.total_iters if t.cfg.max_steps is None else \
         min(t.cfg.max_steps, t.schedules.total_iters)
     progress, started, stop, last_loss = Progress(t, total), time.perf_counter(), None, None
-    stop = should_stop(t, started)
-    budget = BudgetCheck(t, started, progress)
-    try:
-        while stop is None and t.state.epoch < t.cfg.epochs:
-            stop = run_epoch(t, log, progress, started, budget)
-            if stop is None:
-                t.state.epoch += 1
-                t.state.step_in_epoch = 0
-                save_checkpoint(t, epoch_end=True)
-            elif t.state.last_checkpoint_step != t.state.step:
-                save_checkpoint(t, epoch_end=False)
-            if t.ctx.dist.is_main:
-                plot_training(log, t.out / "training.png")
-    finally:
-        progress.close()
-    if t.state.last_checkpoint_step != t.state.step:  # e.g. --max-steps 0: initial weights
-        save_checkpoint(t, epoch_end=False)
+    with GracefulStop() as signal:
+        stop = should_stop(t, started, signal)
+        budget = BudgetCheck(t, started, progress)
+        try:
+            while stop is None and t.state.epoch < t.cfg.epochs:
+                stop = run_epoch(t, log, progress, started, signal, budget)
+                if stop is None:
+                    t.state.epoch += 1
+                    t.state.step_in_epoch = 0
+                    save_checkpoint(t, epoch_end=True)
+                elif t.state.last_checkpoint_step != t.state.step:
+                    save_checkpoint(t, epoch_end=False)
+                if t.ctx.dist.is_main:
+                    plot_training(log, t.out / "training.png")
+        finally:
+            progress.close()
+        if t.state.last_checkpoint_step != t.state.step:  # e.g. --max-steps 0: initial weights
+            save_checkpoint(t, epoch_end=False)
+    if signal.requested:
+        raise Interrupted(signal.signum)
     records = [r for r in log.records() if "loss" in r]
     if records:
         last_loss = records[-1]["loss"]

@@ -184,3 +184,25 @@ def test_colour_jitter_is_official_by_default_and_scales_with_its_strength():
     for p, jitter in _jitters(MultiCropAugmentation(CropConfig(color_jitter=2.0))):
         assert p == 0.8
         assert _ranges(jitter) == pytest.approx([0.2, 1.8, 0.2, 1.8, 0.6, 1.4, -0.2, 0.2])
+
+
+class _SignalHandlers(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        import signal
+        return [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)]
+
+
+def test_loader_workers_leave_ctrl_c_and_sighup_to_the_trainer():
+    """Ctrl-C reaches the workers too (one process group); the trainer finishes its step and
+    checkpoints, which needs the workers alive for the batch it may be waiting for. SIGTERM
+    stays: it is how the loader and multiprocessing end workers."""
+    import signal
+
+    from dino_train.data import build_loader
+    loader = build_loader(_SignalHandlers(), torch.utils.data.SequentialSampler(range(1)), 1,
+                          num_workers=1, pin_memory=False)
+    handlers = [int(v) for v in next(iter(loader))]
+    assert handlers == [signal.SIG_IGN, signal.SIG_IGN, signal.SIG_DFL]

@@ -94,9 +94,9 @@ def test_every_collective_gets_tensors_on_the_run_device(ibot_run):
     for rank in (0, 1):
         calls = json.loads((tmp / "collectives" / f"rank{rank}.json").read_text())
         where = {name for call in calls for name in call["callers"]}
-        # the paths that hand tensors to collectives: the log record, the
+        # the paths that hand tensors to collectives: the log record, the stop check, the
         # teacher centres, the mask token's gradient, the checkpoint's RNG states
-        assert {"progress.log_record", "loss.update_center",
+        assert {"progress.log_record", "loop.should_stop", "loss.update_center",
                 "step.backward_and_step", "checkpointing.save_checkpoint"} <= where, where
         assert off_device(calls, device) == []
         # the check sees devices: were the run's device another one, every call would differ
