@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import typing
+from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from dino_core.cli import run
-from dino_core.errors import OptionError
+from dino_core.errors import OptionError, OutputError, UserError
 from dino_core.extras import require_extra
 
 from .config import DEVICES, TrainConfig, flag_name, option_of
@@ -132,15 +134,17 @@ def _ks(text: str) -> tuple[int, ...]:
 @click.option("--train-data", required=True, help="labelled folder <class>/<images>")
 @click.option("--val-data", required=True, help="labelled folder <class>/<images>")
 @click.option("--nb-knn", "--nb_knn", "nb_knn", default="10,20,100,200", show_default=True)
-@click.option("--temperature", type=float, default=0.07, show_default=True)
-@click.option("--image-size", type=int, default=224, show_default=True,
-              help="centre crop side; images are first resized to size*256/224")
-@click.option("--batch-size", "--batch_size_per_gpu", "batch_size", type=int, default=128,
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=0.07,
               show_default=True)
-@click.option("--num-workers", "--num_workers", "num_workers", type=int, default=2,
-              show_default=True)
+@click.option("--image-size", type=click.IntRange(min=1), default=224, show_default=True,
+              help="centre crop side, a multiple of the patch size; images are first resized "
+                   "to size*256/224")
+@click.option("--batch-size", "--batch_size_per_gpu", "batch_size", type=click.IntRange(min=1),
+              default=128, show_default=True)
+@click.option("--num-workers", "--num_workers", "num_workers", type=click.IntRange(min=0),
+              default=2, show_default=True)
 @click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--max-per-class", type=int, default=None,
+@click.option("--max-per-class", type=click.IntRange(min=1), default=None,
               help="use the first N images (sorted) of each class")
 @click.option("--json", "json_path", default=None, help="also write the results to this file")
 def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data: str,
@@ -152,24 +156,48 @@ def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data:
     from dino_core.fileio import atomic_write_text
     from dino_models.checkpoint import load_backbone
 
-    from .knn import knn_evaluate, labelled_folder
     from .context import resolve_device
+    from .knn import NonFiniteFeatures, knn_evaluate, labelled_folder
     ks = _ks(nb_knn)
+    if json_path:
+        check_writable(json_path, "--json")  # before minutes of feature extraction
     dev = resolve_device(device)
     model, info = load_backbone(checkpoint, checkpoint_key=checkpoint_key)
+    if image_size % info.patch_size:
+        raise OptionError(f"--image-size {image_size}: must be a multiple of the patch size "
+                          f"{info.patch_size} ({info.short_name})")
     train = labelled_folder(train_data, max_per_class=max_per_class)
     val = labelled_folder(val_data, train.classes, max_per_class)
-    results = knn_evaluate(model.to(dev), train, val, ks, temperature, image_size, batch_size,
-                           str(dev), num_workers)
+    try:
+        results = knn_evaluate(model.to(dev), train, val, ks, temperature, image_size,
+                               batch_size, str(dev), num_workers)
+    except NonFiniteFeatures as e:
+        raise UserError(f"{checkpoint} ({checkpoint_key}): {e}") from None
     click.echo(f"{info.short_name} ({info.format}, {checkpoint_key}): {len(train.paths)} train, "
                f"{len(val.paths)} val images, {len(train.classes)} classes")
     for r in results:
         click.echo(f"{r.k}-NN classifier result: Top1: {r.top1:.2f}, Top5: {r.top5:.2f}")
     if json_path:
-        atomic_write_text(json.dumps({
-            "checkpoint": checkpoint, "arch": info.short_name, "train_images": len(train.paths),
-            "val_images": len(val.paths), "temperature": temperature, "image_size": image_size,
-            "results": [r.__dict__ for r in results]}, indent=2) + "\n", json_path)
+        try:
+            atomic_write_text(json.dumps({
+                "checkpoint": checkpoint, "arch": info.short_name,
+                "train_images": len(train.paths), "val_images": len(val.paths),
+                "temperature": temperature, "image_size": image_size,
+                "results": [r.__dict__ for r in results]}, indent=2) + "\n", json_path)
+        except OSError as e:
+            raise OutputError(f"--json {json_path}: cannot write it ({e.strerror or e})") from None
+
+
+def check_writable(path: str, option: str) -> None:
+    """:class:`OutputError` unless ``path``'s folder exists and is writable, or can be made
+    (its nearest existing ancestor is a writable folder)."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{option} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: cannot write in {folder} (permission denied)")
 
 
 # -- entry points -------------------------------------------------------------------------------
