@@ -125,6 +125,8 @@ def _train(t: Trainer) -> TrainSummary:
                     t.state.epoch += 1
                     t.state.step_in_epoch = 0
                     save_checkpoint(t, epoch_end=True)
+                    if D.any_process(signal.requested, t.ctx.dist):  # came between two steps
+                        stop = "signal"
                 elif t.state.last_checkpoint_step != t.state.step:
                     save_checkpoint(t, epoch_end=False)
                 if t.ctx.dist.is_main:

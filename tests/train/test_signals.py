@@ -63,3 +63,30 @@ def test_ctrl_c_in_a_terminal_with_loader_workers_is_handled_by_the_trainer(tmp_
     args[args.index("--num_workers") + 1] = "2"
     _stop_with(signal.SIGINT, [*args, "--data-path", str(data), "--output-dir", str(out)], out,
                start_new_session=True)
+
+
+def test_a_signal_between_two_epochs_stops_before_the_next_one(tmp_path, monkeypatch):
+    """A signal during the epoch-end checkpoint: no step of the next epoch is started."""
+    import dino_train.loop as loop
+    from dino_core.signals import Interrupted
+    from dino_train.train import TrainConfig, train
+    real_save = loop.save_checkpoint
+
+    def save_then_signal(t, epoch_end: bool) -> None:
+        real_save(t, epoch_end)
+        if epoch_end:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the run's GracefulStop
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_signal)
+    out = tmp_path / "out"
+    cfg = TrainConfig(arch="vit_tiny", depth=2, out_dim=128, batch_size_per_gpu=4,
+                      local_crops_number=2, global_crop_size=32, local_crop_size=16,
+                      num_workers=0, epochs=20, warmup_epochs=1, log_every=1, progress=False,
+                      precision="fp32", data_path=str(write_images(tmp_path / "images", 8)),
+                      output_dir=str(out), max_steps=100)
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg)  # 2 steps an epoch
+    assert stopped.value.signum == signal.SIGTERM
+    assert sorted(losses(out)) == [1, 2]
+    record = load_pickle_checkpoint(out / "checkpoint.pth")["dino_edge"]
+    assert (record["step"], record["epoch"]) == (2, 1)
