@@ -12,7 +12,7 @@ batch 16, out_dim 65536, stochastic depth off so that both compute the same func
   ``train_one_epoch``), fp32 eager; otherwise an in-repo stand-in written the same way
   (unfused attention, pairwise loss loop, per-parameter EMA);
 * ours, step for step after the baseline (interleaved, so a shared CPU's load hits both):
-  ``dino_train.train.train_step`` (bf16 autocast, batched-product attention on CPU, fused
+  ``dino_train.step.train_step`` (bf16 autocast, batched-product attention on CPU, fused
   AdamW, fused clipping and EMA, optionally ``torch.compile``).
 
 Both start from the same weights and get the same batches, made before timing starts, so the
@@ -40,9 +40,12 @@ import torch
 from dino_core.errors import UserError
 from dino_train import distributed as D
 from dino_train.batched_augment import BatchedMultiCrop, SourceImage, collate_sources
+from dino_train.builders import build_trainer
+from dino_train.config import TrainConfig
+from dino_train.context import TrainContext
 from dino_train.cpu_tuning import cpu_model, keep_freed_memory
 from dino_train.data import MultiCropAugmentation, MultiCropDataset, scan_folder
-from dino_train.train import Runtime, TrainConfig, build_trainer, make_views, train_step
+from dino_train.step import make_views, train_step
 
 
 def parse_args() -> argparse.Namespace:
@@ -232,7 +235,7 @@ def interleaved(baseline, trainer, batches, warmup: int) -> dict[str, list[float
     """Baseline step i, then our step i, alternately: on a shared CPU, both see the same load.
     On a GPU each step ends with a device sync, so that no queued work is timed in the next."""
     r: dict[str, list[float]] = {"base_loss": [], "our_loss": [], "base_t": [], "our_t": []}
-    sync = torch.cuda.synchronize if trainer.rt.device.type == "cuda" else (lambda: None)
+    sync = torch.cuda.synchronize if trainer.ctx.device.type == "cuda" else (lambda: None)
     for i, images in enumerate(batches):
         sync()
         t0 = time.perf_counter()
@@ -306,8 +309,8 @@ def main() -> None:
     if available < max(n, 5):
         sys.exit(f"bench_train: {cfg.data_path} holds {available} full batches of {args.batch}; "
                  f"--warmup + --steps need {max(n, 5)}")
-    rt = Runtime(torch.device(args.device), args.precision, D.DistInfo())
-    trainer = build_trainer(cfg, rt)
+    ctx = TrainContext(torch.device(args.device), args.precision, D.DistInfo(device=args.device))
+    trainer = build_trainer(cfg, ctx)
     state = trainer.nets.student_module.state_dict()
     batches = fixed_batches(cfg, n)
     if args.official_repo:

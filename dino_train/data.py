@@ -10,9 +10,10 @@
 """
 from __future__ import annotations
 
+import logging
 import os
 import random
-import sys
+import signal
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -26,6 +27,8 @@ from torchvision import transforms
 
 from dino_core.constants import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, VIDEO_SUFFIXES
 from dino_core.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,15 +69,26 @@ def scan_folder(root: str | os.PathLike, video_stride: int = 15) -> ScanResult:
         raise UserError(f"{root}: no images or videos found (looked for "
                         f"{' '.join(IMAGE_SUFFIXES + VIDEO_SUFFIXES)})")
     for path, reason in result.skipped[:5]:
-        _warn(f"skipping {path}: {reason}")
+        log.warning(f"skipping {path}: {reason}")
     if len(result.skipped) > 5:
-        _warn(f"skipping {len(result.skipped) - 5} more files that are not images or videos")
+        log.warning(f"skipping {len(result.skipped) - 5} more files that are not images or "
+                    "videos")
     return result
 
 
 def _walk(root: Path) -> Iterator[Path]:
+    """Files under ``root``, following links to folders but entering each folder once (by its
+    real path): a link back to a parent would otherwise repeat the tree until the path is too
+    long, or forever. Folders are visited in name order, so a folder reached by two paths is
+    always listed under the same one."""
+    seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         yield from (Path(dirpath) / f for f in filenames if not f.startswith("."))
 
 
@@ -85,10 +99,6 @@ def _video_frame_count(path: Path) -> int:
         return int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
     finally:
         cap.release()
-
-
-def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def load_rgb(sample: Sample) -> Image.Image:
@@ -224,7 +234,8 @@ class MultiCropDataset(Dataset):
                 img = load_rgb(sample)
             except (OSError, ValueError, SyntaxError) as e:  # PIL raises all three on bad bytes
                 where = sample.path if sample.frame is None else f"{sample.path}#{sample.frame}"
-                _warn(f"skipping {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                log.warning(f"skipping {where}: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
                 continue
             return self._views(img, epoch, index), skipped
         raise UserError("no readable image in the dataset")
@@ -278,8 +289,9 @@ def build_loader(dataset: MultiCropDataset, sampler: EpochSampler, batch_size: i
                  num_workers: int, pin_memory: bool, worker_niceness: int = 0,
                  collate_fn: Callable | None = None) -> DataLoader:
     """The training loader; ``worker_niceness`` > 0 lowers the workers' scheduling priority
-    (see :func:`lower_priority`); ``collate_fn`` None: the default (lists of crops)."""
-    init = partial(lower_priority, worker_niceness) if worker_niceness and num_workers else None
+    (see :func:`lower_priority`); ``collate_fn`` None: the default (lists of crops). The
+    workers leave Ctrl-C and SIGHUP to the training process (:func:`_init_worker`)."""
+    init = partial(_init_worker, worker_niceness) if num_workers else None
     return DataLoader(dataset, sampler=sampler, batch_size=batch_size, num_workers=num_workers,
                       pin_memory=pin_memory, drop_last=True, worker_init_fn=init,
                       collate_fn=collate_fn,
@@ -288,6 +300,22 @@ def build_loader(dataset: MultiCropDataset, sampler: EpochSampler, batch_size: i
                       # seeded per sample anyway, and the global RNG (stochastic depth) must not
                       # depend on when an epoch's iterator was created (exact resume).
                       generator=torch.Generator().manual_seed(0))
+
+
+def _init_worker(niceness: int, worker_id: int = 0) -> None:
+    """Ignore SIGINT and SIGHUP, and lower the priority by ``niceness``.
+
+    Ctrl-C and a closed terminal signal the whole process group, workers included; a worker
+    that died of it would make the training process's next batch fail instead of letting it
+    finish its step and write its checkpoint (:mod:`dino_train.loop`). SIGTERM keeps its
+    default: the loader and multiprocessing end workers with it (a worker that ignored it kept
+    the training process waiting at exit).
+    """
+    for s in (signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if s is not None:
+            signal.signal(s, signal.SIG_IGN)
+    if niceness:
+        lower_priority(niceness)
 
 
 def lower_priority(niceness: int, worker_id: int = 0) -> None:

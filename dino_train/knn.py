@@ -6,8 +6,8 @@ the votes of its ``k`` most cosine-similar training images, each weighted ``exp(
 """
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,13 @@ from torchvision import transforms
 from dino_core.constants import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD
 from dino_core.errors import UserError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_KS = (10, 20, 100, 200)
+
+
+class NonFiniteFeatures(UserError):
+    """The backbone's features are NaN or infinite (damaged weights, or a diverged run)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ class _Images(Dataset):
             with Image.open(self.paths[i]) as img:
                 return self.transform(img.convert("RGB")), True
         except (OSError, ValueError, SyntaxError) as e:
-            print(f"warning: skipping {self.paths[i]}: {e}", file=sys.stderr)
+            log.warning(f"skipping {self.paths[i]}: {e}")
             return torch.zeros(3, self.size, self.size), False
 
 
@@ -93,7 +99,11 @@ class _Images(Dataset):
 def extract_features(model: nn.Module, paths: list[str], image_size: int, batch_size: int = 128,
                      device: torch.device | str = "cpu", num_workers: int = 2,
                      dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """L2-normalised [CLS] features (N, D) in fp32 and a mask (N,) of the readable images."""
+    """L2-normalised [CLS] features (N, D) in fp32 and a mask (N,) of the readable images.
+
+    Raises :class:`NonFiniteFeatures` when the first batch's features are not all finite:
+    normalised NaN features would otherwise vote at random and give chance-level accuracy.
+    """
     device = torch.device(device)
     loader = DataLoader(_Images(paths, eval_transform(image_size), image_size),
                         batch_size=batch_size, num_workers=num_workers)
@@ -104,6 +114,11 @@ def extract_features(model: nn.Module, paths: list[str], image_size: int, batch_
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             feats.append(model(images.to(device)).float().cpu())
         ok.append(good)
+        if len(feats) == 1 and not torch.isfinite(feats[0]).all():
+            model.train(was_training)
+            raise NonFiniteFeatures("the backbone's features are NaN or infinite on the first "
+                                    "batch of images: its weights are damaged or come from a "
+                                    "diverged run; evaluate an earlier checkpoint")
     model.train(was_training)
     return F.normalize(torch.cat(feats), dim=1, p=2), torch.cat(ok)
 

@@ -14,10 +14,8 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import CENTERINGS  # the option's choices, declared once with it
 from .schedules import teacher_temp_schedule
-
-
-CENTERINGS = ("center", "sinkhorn_knopp")
 
 
 def _world_size() -> int:

@@ -11,7 +11,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-OPTIMIZERS = ("adamw", "sgd", "lars")
+from .config import OPTIMIZERS  # the option's choices, declared once with it
 
 
 def params_groups(model: nn.Module) -> list[dict]:

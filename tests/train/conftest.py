@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,24 @@ def run_cli(args: list[str], env: dict | None = None, timeout: float = 120,
         else None
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=REPO)
+
+
+def start_cli(args: list[str], **popen) -> subprocess.Popen:
+    """``python -m dino_train.cli ARGS`` started in the background (one torch thread)."""
+    code = "import sys; from dino_train.cli import main; main(sys.argv[1:])"
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def wait_for_steps(proc: subprocess.Popen, out_dir: Path, steps: int) -> None:
+    """Until ``log.jsonl`` holds ``steps`` records: the run is inside its training loop."""
+    deadline = time.time() + 120
+    while len(losses(out_dir)) < steps:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended first: {proc.communicate()[1][-2000:]}")
+        assert time.time() < deadline, f"the run logged no {steps} steps in 120 s"
+        time.sleep(0.02)
 
 
 def losses(out_dir: Path) -> dict[int, float]:

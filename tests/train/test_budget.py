@@ -5,9 +5,12 @@ import time
 
 import pytest
 
-from dino_train import train as T
+from dino_core.cli import configure_logging
+from dino_train import budget as B
+from dino_train import loop as L
+from dino_train.budget import budget_warning
 from dino_train.schedules import build_schedules
-from dino_train.train import TrainConfig, budget_warning, train
+from dino_train.train import TrainConfig, train
 
 from .conftest import write_images
 
@@ -59,7 +62,7 @@ def test_max_steps_below_the_schedule_is_the_users_bound():
 
 
 class _Clock:
-    """``time`` for dino_train.train whose perf_counter advances 1 s per call: the run's speed
+    """``time`` for the loop and the budget check whose perf_counter advances 1 s per call: the run's speed
     is then fixed by the code path, not by the machine."""
 
     def __init__(self) -> None:
@@ -78,9 +81,12 @@ class _Clock:
 def test_a_run_warns_once_on_stderr(tmp_path, capfd, monkeypatch, epochs, warned):
     """A real run, steps 2-5 timed: 200 epochs of 2 steps do not fit in 2 (fake) minutes,
     4 epochs do."""
-    monkeypatch.setattr(T.BudgetCheck, "skip", 1)
-    monkeypatch.setattr(T.BudgetCheck, "span", 4)
-    monkeypatch.setattr(T, "time", _Clock())
+    monkeypatch.setattr(B.BudgetCheck, "skip", 1)
+    monkeypatch.setattr(B.BudgetCheck, "span", 4)
+    clock = _Clock()  # one clock for both modules, as the one time module before the split
+    monkeypatch.setattr(L, "time", clock)
+    monkeypatch.setattr(B, "time", clock)
+    configure_logging("dino-train")  # warnings print as under the command, to capfd's stderr
     write_images(tmp_path / "images", 8)
     cfg = TrainConfig(arch="vit_tiny", depth=1, out_dim=32, batch_size_per_gpu=4,
                       local_crops_number=0, global_crop_size=16, local_crop_size=16,

@@ -1,12 +1,16 @@
 """Data: folder scan (images, videos, junk), unreadable files, deterministic views, sampler."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from dino_core.cli import configure_logging
 from dino_core.errors import UserError
 from dino_train.data import (
     CropConfig,
@@ -56,7 +60,42 @@ def test_empty_or_missing_folder_is_a_user_error(tmp_path):
         scan_folder(tmp_path / "missing")
 
 
+def test_a_link_back_to_a_parent_folder_is_followed_once(tmp_path):
+    """8 images and a link to their own folder: 8 samples (the walk counted 328, 8 per level
+    until the path was too long)."""
+    folder = write_images(tmp_path / "d" / "images", 8)
+    (folder / "up").symlink_to("..", target_is_directory=True)
+    assert len(scan_folder(folder).samples) == 8
+
+
+def test_a_folder_reached_by_two_links_is_listed_once_under_the_first_name(tmp_path):
+    write_images(tmp_path / "d" / "real", 3)
+    (tmp_path / "d" / "b_link").symlink_to("real", target_is_directory=True)
+    (tmp_path / "d" / "a_link").symlink_to("real", target_is_directory=True)
+    samples = scan_folder(tmp_path / "d").samples
+    assert sorted({Path(s.path).parent.name for s in samples}) == ["a_link"]
+    assert len(samples) == 3
+
+
+def test_symlink_loops_do_not_hang_the_scan(tmp_path):
+    """Two links back to the top make 2**depth paths for a walk that follows links blindly
+    (it ran for hours); entered once each, the scan is instant."""
+    folder = write_images(tmp_path / "d", 4)
+    for name in ("x", "y"):
+        (folder / name).symlink_to(folder, target_is_directory=True)
+    code = "import sys; from dino_train.data import scan_folder; " \
+           "print(len(scan_folder(sys.argv[1]).samples))"
+    try:
+        out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                             text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the scan of a folder with two links back to itself did not end in 60 s")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["4"]
+
+
 def test_corrupt_files_are_skipped_and_counted(tmp_path, capfd):
+    configure_logging("dino-train")  # warnings go through logging, printed as by the command
     folder = write_images(tmp_path / "d", 4)
     (folder / "img001.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
     (folder / "img002.jpg").write_bytes(b"")
@@ -65,7 +104,7 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path, capfd):
     assert skipped == 2 and len(crops) == 5  # 001 and 002 unreadable: 003 is used instead
     assert ds[(0, 0)][1] == 0
     err = capfd.readouterr().err
-    assert "skipping" in err and "img001.jpg" in err and "img002.jpg" in err
+    assert "dino-train: warning: skipping" in err and "img001.jpg" in err and "img002.jpg" in err
 
 
 def test_views_depend_only_on_seed_epoch_and_index(image_folder):
@@ -145,3 +184,25 @@ def test_colour_jitter_is_official_by_default_and_scales_with_its_strength():
     for p, jitter in _jitters(MultiCropAugmentation(CropConfig(color_jitter=2.0))):
         assert p == 0.8
         assert _ranges(jitter) == pytest.approx([0.2, 1.8, 0.2, 1.8, 0.6, 1.4, -0.2, 0.2])
+
+
+class _SignalHandlers(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        import signal
+        return [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)]
+
+
+def test_loader_workers_leave_ctrl_c_and_sighup_to_the_trainer():
+    """Ctrl-C reaches the workers too (one process group); the trainer finishes its step and
+    checkpoints, which needs the workers alive for the batch it may be waiting for. SIGTERM
+    stays: it is how the loader and multiprocessing end workers."""
+    import signal
+
+    from dino_train.data import build_loader
+    loader = build_loader(_SignalHandlers(), torch.utils.data.SequentialSampler(range(1)), 1,
+                          num_workers=1, pin_memory=False)
+    handlers = [int(v) for v in next(iter(loader))]
+    assert handlers == [signal.SIG_IGN, signal.SIG_IGN, signal.SIG_DFL]

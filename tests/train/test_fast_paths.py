@@ -20,9 +20,12 @@ import torch.nn.functional as F
 from dino_models import DINOHead
 from dino_models.archs import resolve_arch
 from dino_train import distributed as D
+from dino_train.builders import build_trainer
+from dino_train.config import TrainConfig
+from dino_train.context import TrainContext
 from dino_train.cpu_tuning import keep_freed_memory, prefer_passive_omp_wait, will_train_on_cpu
 from dino_train.data import build_loader
-from dino_train.train import Runtime, TrainConfig, build_trainer, train_step
+from dino_train.step import train_step
 from tests.conftest import tiny_vit
 
 from .conftest import write_images
@@ -99,7 +102,7 @@ def _trainer(tmp_path, name: str, epochs_frozen: int):
                       data_path=str(images), output_dir=str(tmp_path / name), num_workers=0,
                       drop_path_rate=0.1, epochs=4, warmup_epochs=0, lr=0.5, progress=False,
                       freeze_last_layer=epochs_frozen, norm_last_layer=False)
-    return build_trainer(cfg, Runtime(torch.device("cpu"), "fp32", D.DistInfo()))
+    return build_trainer(cfg, TrainContext(torch.device("cpu"), "fp32", D.DistInfo()))
 
 
 @pytest.mark.parametrize("epoch", [0, 1])

@@ -64,3 +64,23 @@ def test_cuda_training_with_batched_views(tmp_path):
     assert code == 0
     got = losses(tmp_path / "o")
     assert sorted(got) == [1, 2, 3, 4] and all(math.isfinite(v) for v in got.values())
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason="needs 2 CUDA devices (NCCL takes one process per GPU)")
+def test_two_gpu_processes_hand_nccl_only_tensors_on_their_own_gpu(tmp_path):
+    """NCCL stopped a multi-GPU run at its first log record (a CPU tensor in all_reduce)."""
+    import json
+
+    from .test_ddp import _torchrun, off_device
+    images = write_images(tmp_path / "images", 16)
+    (tmp_path / "collectives").mkdir()
+    args = [a for a in TINY_ARGS if a not in ("--precision", "fp32")]
+    two = _torchrun(2, [*args, "--data_path", str(images), "--output_dir", str(tmp_path / "o"),
+                        "--device", "cuda", "--batch_size_per_gpu", "4", "--max-steps", "3",
+                        "--ibot-loss-weight", "1"], probe=tmp_path / "collectives")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert sorted(losses(tmp_path / "o")) == [1, 2, 3]
+    for rank in (0, 1):
+        calls = json.loads((tmp_path / "collectives" / f"rank{rank}.json").read_text())
+        assert calls and off_device(calls, f"cuda:{rank}") == []

@@ -119,7 +119,7 @@ def test_ibot_term_is_added_with_its_weight(tmp_path):
     """Same seed, so the same masks: loss(w) = DINO + w * iBOT, and the log holds the term."""
     half = _first_losses(tmp_path, "fp32", ibot_loss_weight=0.5)[0]
     t = _trainer(tmp_path, "fp32", ibot_loss_weight=1.0)
-    from dino_train.train import train_step
+    from dino_train.step import train_step
     crops, _ = next(iter(t.loader))
     full = train_step(t, crops)
     term = t.last_terms["ibot"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,3 +89,71 @@ def test_periodic_knn_monitoring_is_logged_and_plotted(tmp_path):
     assert len(knn) == 1 and knn[0]["step"] == 2 and knn[0]["knn_k"] == 12
     assert knn[0]["knn_top1"] >= 90.0 and sorted(losses(out)) == [1, 2]  # colours separate
     assert (out / "training.png").exists()
+
+
+def _knn_args(checkpoint, root, *extra) -> list[str]:
+    return ["knn", "--checkpoint", str(checkpoint), "--train-data", str(root / "train"),
+            "--val-data", str(root / "val"), "--nb-knn", "3", "--image-size", "32",
+            "--num-workers", "0", "--device", "cpu", *extra]
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+def test_json_that_cannot_be_written_is_one_line(tmp_path, capsys, tiny_training_checkpoint,
+                                                  where):
+    """A folder that is a file is refused before the evaluation; one the system refuses
+    (``/proc``, whatever the user's rights) when the result is written."""
+    if where == "proc" and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc")
+    _colour_set(tmp_path / "train", 4, 0)
+    _colour_set(tmp_path / "val", 2, 1)
+    (tmp_path / "file.txt").write_text("a file, not a folder")
+    json_path = tmp_path / "file.txt" / "knn.json" if where == "under_a_file" \
+        else Path("/proc/dino-eval-test/knn.json")
+    code = run(eval_group, "dino-eval", _knn_args(tiny_training_checkpoint, tmp_path, "--json",
+                                                  str(json_path)))
+    err = capsys.readouterr().err.strip()
+    assert code == 1, err
+    assert len(err.splitlines()) == 1 and err.startswith(f"dino-eval: --json {json_path}: "), err
+    assert not json_path.exists()
+
+
+def test_nan_weights_stop_with_a_reason_instead_of_chance_accuracy(tmp_path, capsys):
+    """NaN features vote at random: the k-NN accuracy was chance level and the status 0."""
+    from tests.conftest import tiny_vit
+    _colour_set(tmp_path / "train", 4, 0)
+    _colour_set(tmp_path / "val", 2, 1)
+    model = tiny_vit()
+    with torch.no_grad():
+        model.blocks[0].attn.qkv.weight.fill_(float("nan"))
+    checkpoint = tmp_path / "nan.pth"
+    torch.save(model.state_dict(), checkpoint)
+    code = run(eval_group, "dino-eval", _knn_args(checkpoint, tmp_path))
+    out = capsys.readouterr()
+    assert code == 1, out.out
+    assert out.err.strip().splitlines() == [
+        f"dino-eval: {checkpoint} (teacher): the backbone's features are NaN or infinite on the "
+        "first batch of images: its weights are damaged or come from a diverged run; evaluate "
+        "an earlier checkpoint"]
+    assert "classifier result" not in out.out
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--batch-size", "0", "'--batch-size' / '--batch_size_per_gpu': 0 is not in the range x>=1"),
+    ("--num-workers", "-1", "'--num-workers' / '--num_workers': -1 is not in the range x>=0"),
+    ("--temperature", "0", "'--temperature': 0.0 is not in the range x>0"),
+    ("--max-per-class", "0", "'--max-per-class': 0 is not in the range x>=1"),
+    ("--image-size", "17", "--image-size 17: must be a multiple of the patch size 16 (vit_t16)"),
+])
+def test_eval_option_out_of_range_is_one_line(tmp_path, capsys, tiny_training_checkpoint, option,
+                                              value, message):
+    _colour_set(tmp_path / "train", 4, 0)
+    _colour_set(tmp_path / "val", 2, 1)
+    args = _knn_args(tiny_training_checkpoint, tmp_path)
+    if option in args:
+        args[args.index(option) + 1] = value
+    else:
+        args += [option, value]
+    code = run(eval_group, "dino-eval", args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and message in err, err

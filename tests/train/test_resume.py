@@ -66,7 +66,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path, options):
 def test_network_option_mismatch_names_the_first_differing_option():
     import dataclasses
 
-    from dino_train.train import TOOLKIT_KEY, TrainConfig, first_reason, network_option_mismatch
+    from dino_models.checkpoint import TOOLKIT_KEY
+    from dino_train.checkpointing import first_reason, network_option_mismatch
+    from dino_train.config import TrainConfig
     cfg = TrainConfig(arch="vit_tiny", patch_size=4, data_path="/d")
     record = {"short_name": "vit_t4", "depth": 12, "config": dataclasses.asdict(cfg)}
     assert network_option_mismatch({TOOLKIT_KEY: record}, cfg) is None

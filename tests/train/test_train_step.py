@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from dino_train import distributed as D
+from dino_train.builders import build_trainer
+from dino_train.config import TrainConfig
+from dino_train.context import TrainContext
 from dino_train.loss import koleo_loss
-from dino_train.train import Runtime, TrainConfig, build_trainer, train_step
+from dino_train.step import train_step
 
 from .conftest import write_images
 
@@ -20,7 +23,7 @@ def _trainer(tmp_path, precision: str, **options):
                       data_path=str(images), output_dir=str(tmp_path / precision),
                       num_workers=0, drop_path_rate=0.0, random_crops=False, epochs=2,
                       warmup_epochs=0, lr=0.5, progress=False, **options)
-    t = build_trainer(cfg, Runtime(torch.device("cpu"), precision, D.DistInfo()))
+    t = build_trainer(cfg, TrainContext(torch.device("cpu"), precision, D.DistInfo()))
     t.sampler.set_epoch(0)
     return t
 
