@@ -1,6 +1,6 @@
 """The module that is traced into ONNX: :class:`ExportGraph`.
 
-It wraps a :class:`~dino_train.models.VisionTransformer` for one input size:
+It wraps a :class:`~dino_models.VisionTransformer` for one input size:
   * the position embedding for that size is computed once, with the official bicubic
     interpolation, and stored as a constant (no Resize in the graph);
   * optionally, uint8 BGR (B, H, W, 3) input, its normalisation folded into the patch

@@ -2,8 +2,8 @@
 
     export_onnx(checkpoint_or_model, out_path, config=None) -> Path
 
-``checkpoint_or_model`` is anything :func:`dino_train.checkpoint.load_backbone` accepts (a path
-or hub name) or an in-memory :class:`~dino_train.models.VisionTransformer`. The file holds one
+``checkpoint_or_model`` is anything :func:`dino_models.checkpoint.load_backbone` accepts (a path
+or hub name) or an in-memory :class:`~dino_models.VisionTransformer`. The file holds one
 graph with input ``images`` float32 (B, 3, H, W) (or ``images_bgr`` uint8 (B, H, W, 3) with
 ``config.preprocess``) and outputs ``cls`` (B, D), ``attn`` (B, heads, H/p, W/p) and/or
 ``patch`` (B, H/p * W/p, D), in ``config.precision`` (fp16 and int8 keep float32 inputs and

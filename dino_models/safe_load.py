@@ -21,7 +21,7 @@ ALLOWED_GLOBALS: list[Any] = [argparse.Namespace]
 def load_pickle_checkpoint(path: Path) -> Any:
     """Unpickle ``path`` with the weights-only unpickler and the allow-list above.
 
-    Raises :class:`~dino_train.errors.CheckpointError` with one line for every failure a user
+    Raises :class:`~dino_core.errors.CheckpointError` with one line for every failure a user
     can cause: unsafe content, truncation, or a file that is not a torch checkpoint.
     """
     from dino_core.errors import CheckpointError

@@ -1,4 +1,4 @@
-"""dino_train.checkpoint: every checkpoint kind loads strictly; bad files give one-line errors."""
+"""dino_models.checkpoint: every checkpoint kind loads strictly; bad files give one-line errors."""
 from __future__ import annotations
 
 import os
