@@ -7,8 +7,11 @@ the command turns into exit status 128 + the signal; running the same command ag
 """
 from __future__ import annotations
 
+import signal as signals
+import threading
 import time
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 from dino_core.signals import GracefulStop, Interrupted
 
@@ -45,13 +48,37 @@ def should_stop(t: Trainer, started: float, signal: GracefulStop) -> str | None:
     return None
 
 
+def quiet_worker_deaths(reason: str) -> None:
+    """On a stopping signal: the loader workers may have received it too (systemd's default
+    KillMode=control-group signals the whole group) and die; torch's SIGCHLD handler would then
+    raise in the middle of a step or while the loader shuts down. The run stops after this step
+    anyway, so worker deaths are no longer errors (see :func:`batches`)."""
+    if hasattr(signals, "SIGCHLD") and threading.current_thread() is threading.main_thread():
+        signals.signal(signals.SIGCHLD, signals.SIG_DFL)
+
+
+def batches(t: Trainer, signal: GracefulStop) -> Iterator[Any]:
+    """The loader's batches; a loader that fails after a stopping signal (its workers died of
+    the same signal) ends the epoch instead of raising."""
+    loader = iter(t.loader)
+    while True:
+        try:
+            yield next(loader)
+        except StopIteration:
+            return
+        except RuntimeError:
+            if signal.requested:
+                return
+            raise
+
+
 def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
               signal: GracefulStop, budget: BudgetCheck | None = None) -> str | None:
     """Train the rest of the current epoch; returns why it stopped early, if it did."""
     t.sampler.set_epoch(t.state.epoch)
     t.sampler.start_batch = t.state.step_in_epoch
     meter, last = IntervalMeter(), time.perf_counter()
-    for batch, skipped in t.loader:
+    for batch, skipped in batches(t, signal):
         crops = make_views(t, batch)
         data_time = time.perf_counter() - last  # waiting for the loader, and making the views
         t.state.skipped_files += int(skipped.sum())
@@ -84,7 +111,8 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
         record = log_record(t, meter)
         if t.ctx.dist.is_main:
             log.write(record)
-    return None
+    # every step checks for a signal, so one here means the loader ended early (see batches)
+    return "signal" if signal.requested else None
 
 
 def train(cfg: TrainConfig) -> TrainSummary:
@@ -115,7 +143,7 @@ def _train(t: Trainer) -> TrainSummary:
     total = t.schedules.total_iters if t.cfg.max_steps is None else \
         min(t.cfg.max_steps, t.schedules.total_iters)
     progress, started, stop, last_loss = Progress(t, total), time.perf_counter(), None, None
-    with GracefulStop() as signal:
+    with GracefulStop(quiet_worker_deaths) as signal:
         stop = should_stop(t, started, signal)
         budget = BudgetCheck(t, started, progress)
         try:

@@ -90,3 +90,22 @@ def test_a_signal_between_two_epochs_stops_before_the_next_one(tmp_path, monkeyp
     assert sorted(losses(out)) == [1, 2]
     record = load_pickle_checkpoint(out / "checkpoint.pth")["dino_edge"]
     assert (record["step"], record["epoch"]) == (2, 1)
+
+
+def test_sigterm_to_the_whole_group_with_loader_workers_is_one_line(tmp_path, data):
+    """systemd's default KillMode=control-group sends SIGTERM to the loader workers as well, and
+    they die with it: the trainer ends without a traceback, with the last whole checkpoint."""
+    out = tmp_path / "out"
+    args = list(TINY_ARGS)
+    args[args.index("--num_workers") + 1] = "2"
+    proc = start_cli([*args, "--data-path", str(data), "--output-dir", str(out), "--max-steps",
+                      "100000", "--ckpt-every-steps", "1"], start_new_session=True)
+    wait_for_steps(proc, out, 2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if "warning" not in line]
+    assert lines == ["dino-train: interrupted; run the same command again to resume"], err
+    record = load_pickle_checkpoint(out / "checkpoint.pth")["dino_edge"]
+    assert record["step"] in losses(out)  # a whole checkpoint of a step it logged
