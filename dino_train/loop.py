@@ -52,9 +52,17 @@ def quiet_worker_deaths(reason: str) -> None:
     """On a stopping signal: the loader workers may have received it too (systemd's default
     KillMode=control-group signals the whole group) and die; torch's SIGCHLD handler would then
     raise in the middle of a step or while the loader shuts down. The run stops after this step
-    anyway, so worker deaths are no longer errors (see :func:`batches`)."""
+    anyway, so worker deaths are no longer errors (see :func:`batches`).
+
+    The replacement is a Python function, not ``SIG_DFL``: a SIGCHLD that arrived together with
+    the stopping signal is still pending when this runs, and CPython reports a pending signal
+    whose handler became ``SIG_DFL`` as "Signal 17 ignored due to race condition"."""
     if hasattr(signals, "SIGCHLD") and threading.current_thread() is threading.main_thread():
-        signals.signal(signals.SIGCHLD, signals.SIG_DFL)
+        signals.signal(signals.SIGCHLD, _ignore_child)
+
+
+def _ignore_child(signum: int, frame: Any) -> None:
+    """SIGCHLD after a stopping signal: a loader worker ended; nothing to do."""
 
 
 def batches(t: Trainer, signal: GracefulStop) -> Iterator[Any]:

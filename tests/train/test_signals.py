@@ -109,3 +109,34 @@ def test_sigterm_to_the_whole_group_with_loader_workers_is_one_line(tmp_path, da
     assert lines == ["dino-train: interrupted; run the same command again to resume"], err
     record = load_pickle_checkpoint(out / "checkpoint.pth")["dino_edge"]
     assert record["step"] in losses(out)  # a whole checkpoint of a step it logged
+
+
+QUIET_DEATHS_PROBE = """
+import os, signal
+from dino_core.signals import GracefulStop
+from dino_train.loop import quiet_worker_deaths
+
+signal.signal(signal.SIGCHLD, lambda *a: None)  # as torch's loader installs one
+both = {signal.SIGTERM, signal.SIGCHLD}
+with GracefulStop(quiet_worker_deaths) as stop:
+    signal.pthread_sigmask(signal.SIG_BLOCK, both)
+    os.kill(os.getpid(), signal.SIGTERM)
+    os.kill(os.getpid(), signal.SIGCHLD)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, both)  # both arrive before either handler runs
+    sum(range(1000))
+assert stop.signum == signal.SIGTERM
+print("ok")
+"""
+
+
+def test_a_worker_death_pending_with_the_stopping_signal_is_not_reported():
+    """The CI failure of 2026-12-01: a worker's SIGCHLD arrived together with SIGTERM; SIGTERM's
+    handler replaced the SIGCHLD handler with SIG_DFL before Python ran the pending SIGCHLD, and
+    CPython printed "OSError: Signal 17 ignored due to race condition" with a traceback."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", QUIET_DEATHS_PROBE], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"
+    assert proc.stderr == ""
