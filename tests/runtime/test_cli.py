@@ -79,6 +79,8 @@ def test_checkpoint_runs_through_torch(tiny_checkpoint, video_60, tmp_path):
 @pytest.mark.parametrize("args, needle, status", [
     (["--source", "/nonexistent.mp4"], "no such file or folder", 1),
     (["--camera", "9"], "cannot open camera 9", 1),
+    (["--camera", "-1"], "--camera -1: expected a camera index 0..9999", 2),  # was a segfault
+    (["--camera", "99999999999"], "expected a camera index 0..9999", 2),      # was a traceback
     (["--source", "{video}", "--save", "/nonexistent/out.mp4"], "does not exist", 1),
     (["--source", "{video}", "--save", "{tmp}/out.gif"], "unsupported video type", 1),
     (["--source", "{video}", "--embeddings", "{tmp}/e.csv"], ".npy or .jsonl", 1),
