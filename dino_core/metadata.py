@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -31,6 +32,10 @@ FAMILIES = ("dino", "dinov2")
 MAX_BATCH = 4096
 MAX_SIDE = 8192          # pixels; larger inputs are refused before anything is allocated
 MAX_JSON_BYTES = 1 << 20  # a sidecar or metadata value larger than this is not ours
+# Normalisation: (pixel / 255 - mean) / std. A mean outside the pixel range or a std near 0
+# (1/std scales the input) is not a normalisation but a way to feed the graph inf or NaN.
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (0.001, 10.0)
 
 
 class InputFormat(str, enum.Enum):
@@ -141,9 +146,9 @@ class ModelMetadata:
         object.__setattr__(self, "img_size", _pair(self.img_size))
         object.__setattr__(self, "mean", _triple(self.mean, "mean"))
         object.__setattr__(self, "std", _triple(self.std, "std"))
-        if isinstance(self.batch, str):
+        if not isinstance(self.batch, BatchSpec):
             object.__setattr__(self, "batch", BatchSpec.parse(self.batch))
-        if isinstance(self.input_format, str) and not isinstance(self.input_format, InputFormat):
+        if not isinstance(self.input_format, InputFormat):
             object.__setattr__(self, "input_format", _input_format(self.input_format))
 
     # -- derived ------------------------------------------------------------------------------
@@ -180,11 +185,11 @@ class ModelMetadata:
         if self.input_name != self.input_format.input_name:
             raise ModelError(f"metadata: input_name {self.input_name!r} does not fit "
                              f"input_format {self.input_format.value!r}")
-        for name, values in (("mean", self.mean), ("std", self.std)):
-            if not all(math.isfinite(v) for v in values):
-                raise ModelError(f"metadata: {name} {list(values)} is not finite")
-        if min(self.std) <= 0:
-            raise ModelError(f"metadata: std {list(self.std)} must be positive")
+        for name, values, (low, high) in (("mean", self.mean, MEAN_RANGE),
+                                          ("std", self.std, STD_RANGE)):
+            if not all(math.isfinite(v) and low <= v <= high for v in values):
+                raise ModelError(f"metadata: {name} {list(values)}: expected values in "
+                                 f"{low:g}..{high:g}")
         _check_choice(self.precision, "precision", PRECISIONS)
         _check_choice(self.family, "family", FAMILIES)
         for name in ("checkpoint_sha256", "toolkit_version", "tensorrt_version"):
@@ -249,6 +254,24 @@ class ModelMetadata:
         return cls.from_plain(values, where)
 
     @classmethod
+    def from_json_file(cls, path: "str | os.PathLike") -> "ModelMetadata":
+        """A JSON sidecar file, read with a size cap (an untrusted file can be any size)."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_JSON_BYTES + 1)
+        except OSError as e:
+            raise ModelError(f"{path}: cannot read ({e.strerror})") from None
+        if len(data) > MAX_JSON_BYTES:
+            raise ModelError(f"{path}: larger than {MAX_JSON_BYTES} bytes; not a dino-export "
+                             "metadata file")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelError(f"{path}: not UTF-8 JSON text; not a dino-export metadata "
+                             "file") from None
+        return cls.from_json(text, str(path))
+
+    @classmethod
     def from_plain(cls, values: dict[str, Any], where: str = "model") -> "ModelMetadata":
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
@@ -277,12 +300,14 @@ def _loads(text: Any, where: str) -> Any:
         raise ModelError(f"{where}: not valid JSON") from None
 
 
-def _input_format(value: str) -> InputFormat:
+def _input_format(value: Any) -> InputFormat:
+    choices = ", ".join(f.value for f in InputFormat)
+    if not isinstance(value, str):
+        raise ModelError(f"input_format {value!r}: expected one of {choices}")
     try:
         return InputFormat(value)
     except ValueError:
-        raise ModelError(f"unknown input format {value!r}; expected one of "
-                         f"{', '.join(f.value for f in InputFormat)}") from None
+        raise ModelError(f"unknown input format {value!r}; expected one of {choices}") from None
 
 
 def _pair(value: Any) -> tuple[int, int]:

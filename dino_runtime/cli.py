@@ -20,6 +20,7 @@ import cv2
 
 from dino_core.cli import run as run_command
 from dino_core.errors import UserError
+from dino_core.metadata import MAX_SIDE
 from dino_core.signals import GracefulStop
 
 from .api import Runtime
@@ -60,8 +61,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     parts = text.lower().replace("x", " ").split()
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{text!r}: expected HxW, e.g. 224x400", param_hint="--input-size")
+    if len(parts) != 2 or not all(p.isdecimal() and 0 < int(p) <= MAX_SIDE for p in parts):
+        raise click.BadParameter(f"{text!r}: expected HxW, each side 1..{MAX_SIDE}, e.g. 224x400",
+                                 param_hint="--input-size")
     return int(parts[0]), int(parts[1])
 
 

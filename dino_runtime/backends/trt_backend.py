@@ -15,7 +15,7 @@ import numpy as np
 from dino_core.errors import BackendUnavailable, ModelError
 from dino_core.metadata import ModelMetadata
 
-from .base import BackendOptions, ModelOutputs
+from .base import BackendOptions, ModelOutputs, check_tensor, expected_tensors
 from .cuda import parse_device, require_cuda
 
 REBUILD = "rebuild it on this machine with dino-export"
@@ -40,11 +40,12 @@ def _import_trt():
 
 
 def read_sidecar(engine_path: Path) -> ModelMetadata:
+    """The engine's ``.engine.json`` metadata, validated (a bad file is one ModelError line)."""
     sidecar = engine_path.with_name(engine_path.name + ".json")
     if not sidecar.is_file():
         raise ModelError(f"{engine_path}: metadata {sidecar.name} not found beside the engine; "
                          f"{REBUILD}")
-    return ModelMetadata.from_json(sidecar.read_text(), str(sidecar))
+    return ModelMetadata.from_json_file(sidecar)
 
 
 class _Cuda:
@@ -71,6 +72,7 @@ class TensorRTBackend:
     """A serialised TensorRT engine (``.engine``/``.plan``) with its JSON sidecar."""
 
     name = "tensorrt"
+    runs_on_host = False
 
     def __init__(self, model_path: str | os.PathLike, options: BackendOptions = BackendOptions()):
         path = Path(model_path)
@@ -117,6 +119,7 @@ class TensorRTBackend:
             shape = tuple(engine.get_tensor_profile_shape(self.input_name, 0)[2])
         self.max_batch = self.metadata.batch.max
         self.outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        self._check_tensors(names)
         self.buffers: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         self.context.set_input_shape(self.input_name, (self.max_batch,) + shape[1:])
         for name in [self.input_name] + self.outputs:
@@ -125,6 +128,18 @@ class TensorRTBackend:
             ptr = self.cuda.malloc(int(np.prod(dims)) * dtype.itemsize)
             self.context.set_tensor_address(name, ptr)
             self.buffers[name] = (ptr, dtype, dims[1:])
+
+    def _check_tensors(self, names: list[str]) -> None:
+        """The engine's tensors against the sidecar: type and shape (-1: a dynamic dimension)."""
+        for name, (dtype, shape) in expected_tensors(self.metadata).items():
+            if name not in names:
+                raise ModelError(f"the sidecar lists output {name!r}, the engine has {names}; "
+                                 f"{REBUILD}")
+            dims = [d if d >= 0 else None for d in self.engine.get_tensor_shape(name)]
+            dtype_name = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name
+            kind = "input" if name == self.input_name else "output"
+            check_tensor("engine", f"{kind} {name}", dtype_name, dims, dtype, shape,
+                         self.metadata.batch)
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """(B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs, B <= the engine's largest batch."""

@@ -86,6 +86,7 @@ def test_checkpoint_runs_through_torch(tiny_checkpoint, video_60, tmp_path):
     (["--source", "{video}", "--embeddings", "{tmp}/e.csv"], ".npy or .jsonl", 1),
     (["--source", "{video}", "--heads", "5"], "the model has 3 heads", 2),
     (["--source", "{video}", "--threshold", "2"], "mass fraction", 2),
+    (["--source", "{video}", "--input-size", "100000x100000"], "each side 1..8192", 2),
     (["--source", "{video}", "--device", "cuda"], "use --device cpu", 1),
     (["--source", "{video}", "--precision", "bf16"], "exported in", 2),
     ([], "exactly one of --camera", 2),
