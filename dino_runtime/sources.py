@@ -298,6 +298,13 @@ def expand_glob(pattern: str) -> list[Path]:
     return _first_names(found)
 
 
+def glob_matches(pattern: str, path: str | os.PathLike) -> bool:
+    """Whether ``pattern`` (as :func:`expand_glob` reads it) matches ``path``, which need not
+    exist; both taken relative to the current folder."""
+    pattern = os.path.abspath(os.path.expanduser(pattern))
+    return re.fullmatch(_translate(pattern.split(os.sep)), os.path.abspath(path)) is not None
+
+
 def _first_names(paths) -> list[Path]:
     """Sorted, keeping the first path of each real file."""
     kept, seen = [], set()
