@@ -9,14 +9,15 @@ written and verified, with the equivalent ``trtexec`` command.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from dino_core.errors import UserError
-from dino_core.fileio import partial_path
+from dino_core.errors import OutputError, UserError
+from dino_core.fileio import partial_path, probe_writable
 
 from .config import ExportConfig, check_img_size
 from .images import ImageSet, verification_sets
@@ -58,6 +59,7 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     """Run the whole export; raises :class:`UserError` on any failure (see module docstring)."""
     rows = select(req.config.precision, req.trt)  # unknown values fail before any work
     check_options(rows, req.given)
+    check_output_folder(req.out)
     cfg = req.config
     model, source = load_model(req.checkpoint, cfg.checkpoint_key)
     check_img_size(cfg.img_size, model.patch_size)
@@ -67,17 +69,47 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     start = time.perf_counter()
     proto = finish(export_fp32(model, cfg)[0], model, source, cfg)
     meta = build_metadata(model, source, cfg)
-    tmp = write_atomic(proto, partial_path(req.out))
-    log(f"exported {req.out.name} ({tmp.stat().st_size / 1e6:.1f} MB, {cfg.precision}, "
-        f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
+    tmp = partial_path(req.out)
     result = ExportResult(req.out)
-    if req.verify:
-        result.reports = _verified(tmp, req.out, lambda p: _verify_onnx(p, model, inputs, log))
-    else:
-        os.replace(tmp, req.out)
+    try:  # from here until the rename, a failure or a signal removes the file it wrote
+        with _io_errors(req.out):
+            write_atomic(proto, tmp)
+        log(f"exported {req.out.name} ({tmp.stat().st_size / 1e6:.1f} MB, {cfg.precision}, "
+            f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
+        if req.verify:
+            result.reports = _verified(tmp, req.out,
+                                       lambda p: _verify_onnx(p, model, inputs, log))
+        else:
+            with _io_errors(req.out):
+                os.replace(tmp, req.out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed verification has already moved it aside
+        raise
     if len(rows) > 1:
         result.engine_path, result.engine_report = _engine(req, rows[1], model, meta, inputs, log)
     return result
+
+
+def check_output_folder(out: Path) -> None:
+    """The folder of ``-o`` (created when missing) must take a new file: checked before any
+    work, with the system's reason (an export is minutes of work to lose at the last step)."""
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"-o {out}: {folder} is not a folder")
+    try:
+        probe_writable(folder)
+    except OSError as e:
+        raise OutputError(f"-o {out}: cannot write in {folder} ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def _io_errors(out: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"-o {out}: cannot write ({e.strerror or e})") from None
 
 
 def _verify_onnx(path: Path, model, inputs: list[ImageSet], log: Log) -> list[VerifyReport]:
@@ -120,7 +152,12 @@ def _engine(req: ExportRequest, row: Target, model, meta, inputs: list[ImageSet]
                         f"machine with: {trt_export.trtexec_command(req.out, out, cfg, meta)}")
     start = time.perf_counter()
     tmp = partial_path(out)
-    row.make(req.out, tmp, cfg, meta)  # writes tmp and tmp.json
+    try:
+        row.make(req.out, tmp, cfg, meta)  # writes tmp and tmp.json
+    except BaseException:  # a failed build or a signal leaves no partial engine
+        for path in (tmp, Path(f"{tmp}.json")):
+            path.unlink(missing_ok=True)
+        raise
     log(f"built {out.name} in {time.perf_counter() - start:.1f} s")
     if not req.verify:
         os.replace(tmp, out)

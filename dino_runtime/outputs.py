@@ -20,7 +20,15 @@ from dino_core.fileio import probe_writable
 
 from .results import FrameResult
 from .sources import ImageFiles, Source, glob_matches
-from .writers import MASK_NAME, MaskPngs, Sink, StagedFile, VideoSink, earlier_masks, embeddings_sink
+from .writers import (
+    MASK_NAME,
+    MaskPngs,
+    Sink,
+    StagedFile,
+    VideoSink,
+    earlier_masks,
+    embeddings_sink,
+)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Time-boxing for tests whose failure mode is a hang (symlink loops, fuzzed inputs)."""
+"""Hostile conditions for tests: a time box for failures that are hangs (symlink loops, fuzzed
+inputs), and a folder this process cannot write in."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
+from pathlib import Path
 from typing import Iterator
+
+import pytest
 
 
 class TimeBoxExceeded(AssertionError):
@@ -30,3 +35,18 @@ def time_limit(seconds: float, what: str = "the call") -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot create files in: a read-only folder for a non-root user;
+    for root (whom permissions do not stop) /sys, where sysfs refuses new files."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "read-only"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    try:
+        open("/sys/dino-edge-probe", "w").close()
+    except OSError:
+        return Path("/sys")
+    pytest.skip("running as root where /sys accepts files: no folder here is unwritable")

@@ -69,21 +69,21 @@ def expected_tensors(meta: ModelMetadata) -> dict[str, tuple[str, list]]:
     return tensors
 
 
-def check_tensor(where: str, what: str, dtype: str, dims: list[int | None], expected_dtype: str,
-                 expected: list, batch: BatchSpec) -> None:
+def check_tensor(where: str, what: str, dtype: str | None, dims: list[int | None],
+                 expected_dtype: str | None, expected: list, batch: BatchSpec) -> None:
     """:class:`ModelError` (one line) when a graph/engine tensor (``dims``: None where the
     file leaves a dimension open) disagrees with the metadata: the first batch would fail inside
     the runtime, or (an output) run with the wrong number of heads or tokens.
 
     The batch dimension: an open one takes any batch, a fixed one only that batch. The others
-    must be equal where the file fixes them."""
+    must be equal where the file fixes them. The types (numpy names) when given."""
     if dtype == expected_dtype and _same_shape(dims, expected, batch):
         return
     shown = ["B" if i == 0 and d is None else d for i, d in enumerate(dims)]
     batch_text = f"dynamic {batch.min}..{batch.max}" if batch.is_dynamic else f"= {batch.fixed}"
-    raise ModelError(f"{where}: {what} is {dtype} with shape {shown}, the metadata says "
-                     f"{expected_dtype} {expected} with B {batch_text}; re-export it with "
-                     "dino-export")
+    types = (f"{dtype} ", f"{expected_dtype} ") if dtype is not None else ("", "")
+    raise ModelError(f"{where}: {what} is {types[0]}with shape {shown}, the metadata says "
+                     f"{types[1]}{expected} with B {batch_text}; re-export it with dino-export")
 
 
 def _same_shape(dims: list[int | None], expected: list, batch: BatchSpec) -> bool:

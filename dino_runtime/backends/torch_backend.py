@@ -57,23 +57,24 @@ class TorchBackend:
             raise ModelError(f"input size {size[0]}x{size[1]} is not a multiple of the "
                              f"patch size {info.patch_size}")
         grid = (size[0] // info.patch_size, size[1] // info.patch_size)
-        try:
-            self.metadata = ModelMetadata(
-                arch=info.arch, patch_size=info.patch_size, embed_dim=info.embed_dim,
-                num_heads=info.num_heads, depth=info.depth, img_size=size,
-                outputs={"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
-                         "patch": ["B", grid[0] * grid[1], info.embed_dim]},
-                precision=self.precision,
-                batch="dynamic:1,8,1024", checkpoint_sha256=info.sha256).validate()
+        self.metadata = ModelMetadata(
+            arch=info.arch, patch_size=info.patch_size, embed_dim=info.embed_dim,
+            num_heads=info.num_heads, depth=info.depth, img_size=size,
+            outputs={"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
+                     "patch": ["B", grid[0] * grid[1], info.embed_dim]},
+            precision=self.precision,
+            batch="dynamic:1,8,1024", checkpoint_sha256=info.sha256)
+        self.device = f"torch {self.torch_device} {self.metadata.precision}"
+        try:  # an --input-size or a checkpoint shape out of range
+            self.metadata.validate()
         except ModelError as e:
             raise ModelError(f"{model_path}: {e}") from None
         self.runs_on_host = self.torch_device.type == "cpu"
-        if self.runs_on_host:  # the position embedding below is the first size-dependent tensor
+        if self.runs_on_host:  # the position embedding is the first size-dependent tensor
             check_inference_memory(self.metadata, 1, str(model_path),
                                    smaller_size="run it at a smaller --input-size")
         with torch.no_grad():
             self.pos_embed = model.pos_embed_for_size(*size).to(self.torch_device)
-        self.device = f"torch {self.torch_device} {self.metadata.precision}"
 
     @staticmethod
     def _default_size(options: BackendOptions, info) -> tuple[int, int]:

@@ -98,6 +98,7 @@ class TensorRTBackend:
         self.trt = trt
         self.device = f"TensorRT {trt.__version__} cuda:{index}"
         self._bind_all()
+        self._check_shapes()
 
     def _deserialize(self, trt, path: Path):
         self.logger = trt.Logger(trt.Logger.ERROR)
@@ -119,7 +120,6 @@ class TensorRTBackend:
             shape = tuple(engine.get_tensor_profile_shape(self.input_name, 0)[2])
         self.max_batch = self.metadata.batch.max
         self.outputs = [n for n in ("cls", "attn", "patch") if n in names]
-        self._check_tensors(names)
         self.buffers: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         self.context.set_input_shape(self.input_name, (self.max_batch,) + shape[1:])
         for name in [self.input_name] + self.outputs:
@@ -129,16 +129,17 @@ class TensorRTBackend:
             self.context.set_tensor_address(name, ptr)
             self.buffers[name] = (ptr, dtype, dims[1:])
 
-    def _check_tensors(self, names: list[str]) -> None:
-        """The engine's tensors against the sidecar: type and shape (-1: a dynamic dimension)."""
-        for name, (dtype, shape) in expected_tensors(self.metadata).items():
+    def _check_shapes(self) -> None:
+        """The engine's tensor shapes against the sidecar (-1: a dynamic dimension); their
+        types are the engine's own (outputs are returned as float32)."""
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        for name, (_, shape) in expected_tensors(self.metadata).items():
             if name not in names:
                 raise ModelError(f"the sidecar lists output {name!r}, the engine has {names}; "
                                  f"{REBUILD}")
             dims = [d if d >= 0 else None for d in self.engine.get_tensor_shape(name)]
-            dtype_name = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(name))).name
             kind = "input" if name == self.input_name else "output"
-            check_tensor("engine", f"{kind} {name}", dtype_name, dims, dtype, shape,
+            check_tensor("engine", f"{kind} {name}", None, dims, None, shape,
                          self.metadata.batch)
 
     def run(self, images: np.ndarray) -> ModelOutputs:

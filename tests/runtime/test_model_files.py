@@ -13,7 +13,6 @@ import pytest
 
 from dino_core import memory
 from dino_core.errors import ModelError
-from dino_core.metadata import ModelMetadata
 from dino_runtime import Runtime
 from dino_runtime.backends.trt_backend import read_sidecar
 from tests.core.malformed_metadata import MALFORMED, valid_metadata

@@ -5,12 +5,10 @@ is one line with the real reason, and a source that gives no frame is an error, 
 from __future__ import annotations
 
 import json
-import os
 import resource
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -19,6 +17,7 @@ import pytest
 from dino_core.cli import run as run_command
 from dino_core.errors import ModelError
 from dino_runtime import cli as run_cli_module
+from tests.limits import unwritable_folder
 
 from .conftest import ROOT, assert_one_line_error, run_cli, synthetic_frame, write_video
 
@@ -32,21 +31,6 @@ def assert_run_failed(code: int, err: str, *needles: str) -> None:
     assert last.startswith("dino-run: "), err
     for needle in needles:
         assert needle in last, err
-
-
-def unwritable_folder(tmp_path: Path) -> Path:
-    """A folder this process cannot create files in: /sys (sysfs refuses new files even to
-    root), else a read-only folder for a non-root user."""
-    if os.geteuid() != 0:
-        folder = tmp_path / "read-only"
-        folder.mkdir()
-        folder.chmod(0o555)
-        return folder
-    try:
-        open("/sys/dino-edge-probe", "w").close()
-    except OSError:
-        return Path("/sys")
-    pytest.skip("running as root without a read-only sysfs: no folder here is unwritable")
 
 
 def test_a_run_that_fails_part_way_leaves_earlier_outputs_untouched(tiny_onnx, tmp_path):
@@ -128,7 +112,7 @@ def test_a_failed_run_in_process_keeps_partial_output_and_names_it(tiny_onnx, vi
 
 
 def test_existing_outputs_need_overwrite(tiny_onnx, video_60, tmp_path):
-    out, emb, masks = tmp_path / "out.avi", tmp_path / "cls.npy", tmp_path / "masks"
+    out, emb = tmp_path / "out.avi", tmp_path / "cls.npy"
     out.write_bytes(EARLIER)
     emb.write_bytes(EARLIER)
     for args, needle in (

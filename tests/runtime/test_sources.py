@@ -10,7 +10,6 @@ import pytest
 
 from dino_core.errors import OptionError, SourceError
 from dino_runtime.sources import ReconnectPolicy, SourceSpec, open_source
-
 from tests.limits import time_limit
 
 from .conftest import CameraFactory, synthetic_frame, write_video
