@@ -59,12 +59,13 @@ def check_inference_memory(meta: ModelMetadata, batch: int, where: str,
     else:
         advice = f"run with --batch {fits} or less"
     raise ModelError(f"{where}: one batch of {batch} frame{'s' if batch > 1 else ''} at "
-                     f"{h}x{w} needs about {_size(need)} (attention scores ({batch}, "
+                     f"{h}x{w} needs about {format_bytes(need)} (attention scores ({batch}, "
                      f"{meta.num_heads}, {n}, {n}) float32), and this machine has "
-                     f"{_size(available)} available; {advice}")
+                     f"{format_bytes(available)} available; {advice}")
 
 
-def _size(nbytes: float) -> str:
+def format_bytes(nbytes: float) -> str:
+    """``1536`` -> ``1.5 KiB``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if nbytes < 1024 or unit == "TiB":
             return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"

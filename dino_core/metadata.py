@@ -32,6 +32,10 @@ FAMILIES = ("dino", "dinov2")
 MAX_BATCH = 4096
 MAX_SIDE = 8192          # pixels; larger inputs are refused before anything is allocated
 MAX_JSON_BYTES = 1 << 20  # a sidecar or metadata value larger than this is not ours
+# The range of every integer field of a model: what a metadata map may say, and what a
+# checkpoint's weight shapes may describe (dino_models.checkpoint checks them before building).
+INT_RANGES = {"patch_size": (1, 64), "embed_dim": (1, 16384), "num_heads": (1, 256),
+              "depth": (1, 1000), "num_registers": (0, 64)}
 # Normalisation: (pixel / 255 - mean) / std. A mean outside the pixel range or a std near 0
 # (1/std scales the input) is not a normalisation but a way to feed the graph inf or NaN.
 MEAN_RANGE = (0.0, 1.0)
@@ -169,9 +173,7 @@ class ModelMetadata:
     def validate(self) -> "ModelMetadata":
         """Raise :class:`ModelError` (one line) for a value out of type or range; returns self."""
         _check_str(self.arch, "arch", 64)
-        for name, low, high in (("patch_size", 1, 64), ("embed_dim", 1, 16384),
-                                ("num_heads", 1, 256), ("depth", 1, 1000),
-                                ("num_registers", 0, 64)):
+        for name, (low, high) in INT_RANGES.items():
             _check_int(getattr(self, name), name, low, high)
         if self.embed_dim % self.num_heads:
             raise ModelError(f"metadata: embed_dim {self.embed_dim} is not a multiple of "
