@@ -67,26 +67,26 @@ class BatchSpec:
         if (self.fixed is None) == (self.dynamic is None):
             raise OptionError("a batch is either fixed or dynamic")
         if self.fixed is not None and not 1 <= self.fixed <= MAX_BATCH:
-            raise OptionError(f"batch {self.fixed}: expected 1..{MAX_BATCH}")
+            raise OptionError(f"batch {shown(self.fixed)}: expected 1..{MAX_BATCH}")
         if self.dynamic is not None:
             lo, opt, hi = self.dynamic
             if not 1 <= lo <= opt <= hi <= MAX_BATCH:
-                raise OptionError(f"dynamic batch {lo},{opt},{hi}: expected "
+                raise OptionError(f"dynamic batch {shown(self.dynamic)}: expected "
                                   f"1 <= MIN <= OPT <= MAX <= {MAX_BATCH}")
 
     @classmethod
     def parse(cls, text: str) -> "BatchSpec":
         """``"8"`` or ``"dynamic:1,4,16"``; :class:`OptionError` for anything else."""
         if not isinstance(text, str):
-            raise OptionError(f"batch {text!r}: expected a string like '1' or 'dynamic:1,4,8'")
+            raise OptionError(f"batch {shown(text)}: expected a string like '1' or 'dynamic:1,4,8'")
         if text.startswith("dynamic:"):
             parts = text[len("dynamic:"):].split(",")
             if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-                raise OptionError(f"batch {text!r}: expected 'dynamic:MIN,OPT,MAX'")
+                raise OptionError(f"batch {shown(text)}: expected 'dynamic:MIN,OPT,MAX'")
             lo, opt, hi = (int(p) for p in parts)
             return cls(fixed=None, dynamic=(lo, opt, hi))
         if not text.strip().isdigit():
-            raise OptionError(f"batch {text!r}: expected a number or 'dynamic:MIN,OPT,MAX'")
+            raise OptionError(f"batch {shown(text)}: expected a number or 'dynamic:MIN,OPT,MAX'")
         return cls(fixed=int(text))
 
     @classmethod
@@ -185,12 +185,12 @@ class ModelMetadata:
                 raise ModelError(f"metadata: img_size {h}x{w} is not a multiple of the patch "
                                  f"size {self.patch_size}")
         if self.input_name != self.input_format.input_name:
-            raise ModelError(f"metadata: input_name {self.input_name!r} does not fit "
+            raise ModelError(f"metadata: input_name {shown(self.input_name)} does not fit "
                              f"input_format {self.input_format.value!r}")
         for name, values, (low, high) in (("mean", self.mean, MEAN_RANGE),
                                           ("std", self.std, STD_RANGE)):
             if not all(math.isfinite(v) and low <= v <= high for v in values):
-                raise ModelError(f"metadata: {name} {list(values)}: expected values in "
+                raise ModelError(f"metadata: {name} {shown(list(values))}: expected values in "
                                  f"{low:g}..{high:g}")
         _check_choice(self.precision, "precision", PRECISIONS)
         _check_choice(self.family, "family", FAMILIES)
@@ -213,13 +213,13 @@ class ModelMetadata:
         known = self.expected_shapes()
         for name in ("cls", "attn"):
             if name not in self.outputs:
-                raise ModelError(f"metadata: outputs lack {name!r} (have {list(self.outputs)})")
+                raise ModelError(f"metadata: outputs lack {name!r} (have {shown(list(self.outputs))})")
         for name, shape in self.outputs.items():
             if name not in known:
-                raise ModelError(f"metadata: unknown output {name!r}; expected "
+                raise ModelError(f"metadata: unknown output {shown(name)}; expected "
                                  f"{', '.join(known)}")
             if not isinstance(shape, (list, tuple)) or list(shape) != known[name]:
-                raise ModelError(f"metadata: output {name} has shape {shape}, the other fields "
+                raise ModelError(f"metadata: output {name} has shape {shown(shape)}, the other fields "
                                  f"say {known[name]}")
 
     # -- serialisation ------------------------------------------------------------------------
@@ -293,6 +293,16 @@ class ModelMetadata:
             raise ModelError(f"{where}: {e}") from None
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message quotes an untrusted value, which
+    can be a megabyte long."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr (over 4300 digits)
+        text = f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _loads(text: Any, where: str) -> Any:
     if not isinstance(text, str) or len(text) > MAX_JSON_BYTES:
         raise ModelError(f"{where}: not a JSON value of at most {MAX_JSON_BYTES} bytes")
@@ -305,40 +315,40 @@ def _loads(text: Any, where: str) -> Any:
 def _input_format(value: Any) -> InputFormat:
     choices = ", ".join(f.value for f in InputFormat)
     if not isinstance(value, str):
-        raise ModelError(f"input_format {value!r}: expected one of {choices}")
+        raise ModelError(f"input_format {shown(value)}: expected one of {choices}")
     try:
         return InputFormat(value)
     except ValueError:
-        raise ModelError(f"unknown input format {value!r}; expected one of {choices}") from None
+        raise ModelError(f"unknown input format {shown(value)}; expected one of {choices}") from None
 
 
 def _pair(value: Any) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ModelError(f"img_size {value!r}: expected [H, W]")
+        raise ModelError(f"img_size {shown(value)}: expected [H, W]")
     return tuple(value)
 
 
 def _triple(value: Any, name: str) -> tuple[float, float, float]:
     if (not isinstance(value, (list, tuple)) or len(value) != 3
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        raise ModelError(f"{name} {value!r}: expected three numbers (RGB)")
+        raise ModelError(f"{name} {shown(value)}: expected three numbers (RGB)")
     return tuple(float(v) for v in value)
 
 
 def _check_int(value: Any, name: str, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ModelError(f"metadata: {name} {value!r}: expected an integer in {low}..{high}")
+        raise ModelError(f"metadata: {name} {shown(value)}: expected an integer in {low}..{high}")
 
 
 def _check_str(value: Any, name: str, limit: int, empty: bool = False) -> None:
     if not isinstance(value, str) or len(value) > limit or (not empty and not value):
-        raise ModelError(f"metadata: {name} {value!r}: expected a string of at most {limit} "
+        raise ModelError(f"metadata: {name} {shown(value)}: expected a string of at most {limit} "
                          "characters")
 
 
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ModelError(f"metadata: {name} {value!r}: expected one of {', '.join(choices)}")
+        raise ModelError(f"metadata: {name} {shown(value)}: expected one of {', '.join(choices)}")
 
 
 __all__ = ["BatchSpec", "InputFormat", "ModelMetadata", "OUTPUT_NAMES", "PRECISIONS"]

@@ -23,7 +23,7 @@ import torch
 
 from dino_core import memory
 from dino_core.errors import CheckpointError
-from dino_core.metadata import INT_RANGES
+from dino_core.metadata import INT_RANGES, shown
 
 from .archs import FAMILIES, Arch, family_for_width
 from .safe_load import load_pickle_checkpoint
@@ -127,7 +127,7 @@ def extract_backbone(obj: Any, checkpoint_key: str = "teacher", where: str = "ch
                               "a training checkpoint")
     if any(k in obj for k in TRAINING_KEYS):
         if checkpoint_key not in obj or not isinstance(obj[checkpoint_key], Mapping):
-            have = ", ".join(k for k in obj if isinstance(obj[k], Mapping))
+            have = ", ".join(str(k)[:40] for k in obj if isinstance(obj[k], Mapping))
             raise CheckpointError(f"{where}: no checkpoint key {checkpoint_key!r}; "
                                   f"available: {have}")
         fmt = "toolkit-training" if TOOLKIT_KEY in obj else "official-training"
@@ -139,14 +139,14 @@ def extract_backbone(obj: Any, checkpoint_key: str = "teacher", where: str = "ch
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if len(state) != len(obj):
         other = next(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
-        raise CheckpointError(f"{where}: entry {other!r} is not a tensor; not a state dict")
+        raise CheckpointError(f"{where}: entry {shown(other)} is not a tensor; not a state dict")
     return strip_prefix(state, "module."), "official-pretrained", None
 
 
 def _check_keys(state: Mapping, where: str) -> None:
     bad = next((k for k in state if not isinstance(k, str)), None)
     if bad is not None:
-        raise CheckpointError(f"{where}: key {bad!r} is not a string; not a state dict")
+        raise CheckpointError(f"{where}: key {shown(bad)} is not a string; not a state dict")
 
 
 def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -161,13 +161,13 @@ def _strip_training_prefixes(state: Mapping[str, Any], where: str) -> dict[str, 
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     stray = [k for k in state if not k.startswith(("backbone.", "head."))]
     if stray:
-        raise CheckpointError(f"{where}: unexpected key {stray[0]!r} in a training checkpoint "
+        raise CheckpointError(f"{where}: unexpected key {shown(stray[0])} in a training checkpoint "
                               "(expected backbone.* and head.*)")
     if not backbone:
         raise CheckpointError(f"{where}: the training checkpoint has no backbone.* weights")
     other = next((k for k, v in backbone.items() if not isinstance(v, torch.Tensor)), None)
     if other is not None:
-        raise CheckpointError(f"{where}: entry 'backbone.{other}' is not a tensor")
+        raise CheckpointError(f"{where}: entry {shown('backbone.' + other)} is not a tensor")
     return backbone
 
 
@@ -212,7 +212,7 @@ def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
                         ("num_heads", num_heads)):
         low, high = INT_RANGES[name]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise CheckpointError(f"{where}: {name} {value!r}: expected an integer in "
+            raise CheckpointError(f"{where}: {name} {shown(value)}: expected an integer in "
                                   f"{low}..{high}")
     if embed_dim % num_heads:
         raise CheckpointError(f"{where}: embed_dim {embed_dim} is not a multiple of num_heads "
@@ -293,7 +293,7 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
         if missing:
             parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])}"
+            parts.append(f"unexpected {', '.join(shown(k, 80)[1:-1] for k in unexpected[:5])}"
                          f"{' ...' if len(unexpected) > 5 else ''}")
         raise CheckpointError(f"{where}: backbone keys do not match: {'; '.join(parts)}")
     bad = [k for k in own if own[k].shape != state[k].shape]
