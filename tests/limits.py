@@ -50,3 +50,18 @@ def unwritable_folder(tmp_path: Path) -> Path:
     except OSError:
         return Path("/sys")
     pytest.skip("running as root where /sys accepts files: no folder here is unwritable")
+
+
+def judge(call, expected: type[BaseException], seconds: float, what: str):
+    """Run ``call`` in a time box: ("ok", its result, None); ("refused", None, None) for an
+    ``expected`` error on one line (else the third item says what is wrong with it); or
+    ("failed", None, the exception) for anything else: what a fuzz test looks for."""
+    try:
+        with time_limit(seconds, what):
+            return "ok", call(), None
+    except expected as e:
+        text = str(e)
+        good = text and "\n" not in text and len(text) < 600
+        return "refused", None, None if good else f"bad message {text!r}"
+    except Exception as e:  # noqa: BLE001 - everything else is a finding
+        return "failed", None, f"{type(e).__name__}: {str(e)[:200]}"
