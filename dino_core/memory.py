@@ -39,6 +39,13 @@ def available_bytes() -> int | None:
     return min(values) if values else None
 
 
+def largest_batch(meta: ModelMetadata, available: int | None = None) -> int | None:
+    """The most frames one call may hold in the memory available (0: not even one); None
+    where the available memory cannot be read."""
+    available = available_bytes() if available is None else available
+    return None if available is None else available // inference_bytes(meta, 1)
+
+
 def check_inference_memory(meta: ModelMetadata, batch: int, where: str,
                            available: int | None = None,
                            smaller_size: str = "export it at a smaller --img-size") -> None:
@@ -51,7 +58,7 @@ def check_inference_memory(meta: ModelMetadata, batch: int, where: str,
         return
     h, w = meta.img_size
     n = meta.num_patches + 1 + meta.num_registers
-    fits = available // inference_bytes(meta, 1)
+    fits = largest_batch(meta, available)
     if fits < 1:
         advice = smaller_size
     elif meta.batch.fixed is not None:

@@ -142,7 +142,7 @@ def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
                  precision: str = "auto") -> Runtime:
     """The file as users open it, without masks (they are computed here for both sides)."""
     return Runtime(path, backend=backend, device=device, precision=precision, threshold=None,
-                   batch_size=64, warmup=False)
+                   batch_size=64, warmup=False, fit_batch=True)
 
 
 def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,

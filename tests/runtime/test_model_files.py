@@ -150,6 +150,8 @@ def test_memory_estimate_refuses_a_batch_the_machine_cannot_hold(tiny_onnx, monk
                                 "available; run with --batch 3 or less")
     assert "attention scores (16, 3, 25, 25)" in text
     assert Runtime(tiny_onnx, batch_size=3).batch_size == 3   # what the message says fits
+    # verification's batch is only a speed choice: it lowers it to what fits instead
+    assert Runtime(tiny_onnx, batch_size=16, fit_batch=True).batch_size == 3
 
 
 def test_memory_estimate_refuses_large_but_legal_sizes_before_allocating():
