@@ -177,7 +177,7 @@ def run_dino_run(c: Candidate, video: Path, frames: int, batch: int, out: Path,
     """(pipeline frames/s from the summary, process wall s, summary, peak RSS MiB, RSS samples)."""
     cmd = [*DINO_RUN, "--model", str(c.model), "--source", str(video), "--max-frames",
            str(frames), "--batch", str(batch), "--show-attention", "--save", str(out),
-           "--no-display", *c.args, *extra]
+           "--overwrite", "--no-display", *c.args, *extra]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     samples: list[int] = []

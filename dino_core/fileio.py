@@ -54,3 +54,18 @@ def partial_path(path: str | os.PathLike) -> Path:
     pick the container by it): ``out.mp4`` -> ``.out.partial.mp4``."""
     path = Path(path)
     return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+def kept_partial_path(path: str | os.PathLike) -> Path:
+    """Visible name under which a failed run keeps its partial output beside ``path``:
+    ``out.mp4`` -> ``out.partial.mp4``, ``masks`` -> ``masks.partial``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create and remove a file in ``folder``; the OSError says why it cannot be written
+    (permissions, a read-only file system, no space), which ``os.access`` does not."""
+    fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -31,6 +32,14 @@ FAMILIES = ("dino", "dinov2")
 MAX_BATCH = 4096
 MAX_SIDE = 8192          # pixels; larger inputs are refused before anything is allocated
 MAX_JSON_BYTES = 1 << 20  # a sidecar or metadata value larger than this is not ours
+# The range of every integer field of a model: what a metadata map may say, and what a
+# checkpoint's weight shapes may describe (dino_models.checkpoint checks them before building).
+INT_RANGES = {"patch_size": (1, 64), "embed_dim": (1, 16384), "num_heads": (1, 256),
+              "depth": (1, 1000), "num_registers": (0, 64)}
+# Normalisation: (pixel / 255 - mean) / std. A mean outside the pixel range or a std near 0
+# (1/std scales the input) is not a normalisation but a way to feed the graph inf or NaN.
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (0.001, 10.0)
 
 
 class InputFormat(str, enum.Enum):
@@ -58,26 +67,26 @@ class BatchSpec:
         if (self.fixed is None) == (self.dynamic is None):
             raise OptionError("a batch is either fixed or dynamic")
         if self.fixed is not None and not 1 <= self.fixed <= MAX_BATCH:
-            raise OptionError(f"batch {self.fixed}: expected 1..{MAX_BATCH}")
+            raise OptionError(f"batch {shown(self.fixed)}: expected 1..{MAX_BATCH}")
         if self.dynamic is not None:
             lo, opt, hi = self.dynamic
             if not 1 <= lo <= opt <= hi <= MAX_BATCH:
-                raise OptionError(f"dynamic batch {lo},{opt},{hi}: expected "
+                raise OptionError(f"dynamic batch {shown(self.dynamic)}: expected "
                                   f"1 <= MIN <= OPT <= MAX <= {MAX_BATCH}")
 
     @classmethod
     def parse(cls, text: str) -> "BatchSpec":
         """``"8"`` or ``"dynamic:1,4,16"``; :class:`OptionError` for anything else."""
         if not isinstance(text, str):
-            raise OptionError(f"batch {text!r}: expected a string like '1' or 'dynamic:1,4,8'")
+            raise OptionError(f"batch {shown(text)}: expected a string like '1' or 'dynamic:1,4,8'")
         if text.startswith("dynamic:"):
             parts = text[len("dynamic:"):].split(",")
             if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-                raise OptionError(f"batch {text!r}: expected 'dynamic:MIN,OPT,MAX'")
+                raise OptionError(f"batch {shown(text)}: expected 'dynamic:MIN,OPT,MAX'")
             lo, opt, hi = (int(p) for p in parts)
             return cls(fixed=None, dynamic=(lo, opt, hi))
         if not text.strip().isdigit():
-            raise OptionError(f"batch {text!r}: expected a number or 'dynamic:MIN,OPT,MAX'")
+            raise OptionError(f"batch {shown(text)}: expected a number or 'dynamic:MIN,OPT,MAX'")
         return cls(fixed=int(text))
 
     @classmethod
@@ -141,9 +150,9 @@ class ModelMetadata:
         object.__setattr__(self, "img_size", _pair(self.img_size))
         object.__setattr__(self, "mean", _triple(self.mean, "mean"))
         object.__setattr__(self, "std", _triple(self.std, "std"))
-        if isinstance(self.batch, str):
+        if not isinstance(self.batch, BatchSpec):
             object.__setattr__(self, "batch", BatchSpec.parse(self.batch))
-        if isinstance(self.input_format, str) and not isinstance(self.input_format, InputFormat):
+        if not isinstance(self.input_format, InputFormat):
             object.__setattr__(self, "input_format", _input_format(self.input_format))
 
     # -- derived ------------------------------------------------------------------------------
@@ -164,9 +173,7 @@ class ModelMetadata:
     def validate(self) -> "ModelMetadata":
         """Raise :class:`ModelError` (one line) for a value out of type or range; returns self."""
         _check_str(self.arch, "arch", 64)
-        for name, low, high in (("patch_size", 1, 64), ("embed_dim", 1, 16384),
-                                ("num_heads", 1, 256), ("depth", 1, 1000),
-                                ("num_registers", 0, 64)):
+        for name, (low, high) in INT_RANGES.items():
             _check_int(getattr(self, name), name, low, high)
         if self.embed_dim % self.num_heads:
             raise ModelError(f"metadata: embed_dim {self.embed_dim} is not a multiple of "
@@ -178,13 +185,13 @@ class ModelMetadata:
                 raise ModelError(f"metadata: img_size {h}x{w} is not a multiple of the patch "
                                  f"size {self.patch_size}")
         if self.input_name != self.input_format.input_name:
-            raise ModelError(f"metadata: input_name {self.input_name!r} does not fit "
+            raise ModelError(f"metadata: input_name {shown(self.input_name)} does not fit "
                              f"input_format {self.input_format.value!r}")
-        for name, values in (("mean", self.mean), ("std", self.std)):
-            if not all(math.isfinite(v) for v in values):
-                raise ModelError(f"metadata: {name} {list(values)} is not finite")
-        if min(self.std) <= 0:
-            raise ModelError(f"metadata: std {list(self.std)} must be positive")
+        for name, values, (low, high) in (("mean", self.mean, MEAN_RANGE),
+                                          ("std", self.std, STD_RANGE)):
+            if not all(math.isfinite(v) and low <= v <= high for v in values):
+                raise ModelError(f"metadata: {name} {shown(list(values))}: expected values in "
+                                 f"{low:g}..{high:g}")
         _check_choice(self.precision, "precision", PRECISIONS)
         _check_choice(self.family, "family", FAMILIES)
         for name in ("checkpoint_sha256", "toolkit_version", "tensorrt_version"):
@@ -206,13 +213,13 @@ class ModelMetadata:
         known = self.expected_shapes()
         for name in ("cls", "attn"):
             if name not in self.outputs:
-                raise ModelError(f"metadata: outputs lack {name!r} (have {list(self.outputs)})")
+                raise ModelError(f"metadata: outputs lack {name!r} (have {shown(list(self.outputs))})")
         for name, shape in self.outputs.items():
             if name not in known:
-                raise ModelError(f"metadata: unknown output {name!r}; expected "
+                raise ModelError(f"metadata: unknown output {shown(name)}; expected "
                                  f"{', '.join(known)}")
             if not isinstance(shape, (list, tuple)) or list(shape) != known[name]:
-                raise ModelError(f"metadata: output {name} has shape {shape}, the other fields "
+                raise ModelError(f"metadata: output {name} has shape {shown(shape)}, the other fields "
                                  f"say {known[name]}")
 
     # -- serialisation ------------------------------------------------------------------------
@@ -249,6 +256,24 @@ class ModelMetadata:
         return cls.from_plain(values, where)
 
     @classmethod
+    def from_json_file(cls, path: "str | os.PathLike") -> "ModelMetadata":
+        """A JSON sidecar file, read with a size cap (an untrusted file can be any size)."""
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_JSON_BYTES + 1)
+        except OSError as e:
+            raise ModelError(f"{path}: cannot read ({e.strerror})") from None
+        if len(data) > MAX_JSON_BYTES:
+            raise ModelError(f"{path}: larger than {MAX_JSON_BYTES} bytes; not a dino-export "
+                             "metadata file")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ModelError(f"{path}: not UTF-8 JSON text; not a dino-export metadata "
+                             "file") from None
+        return cls.from_json(text, str(path))
+
+    @classmethod
     def from_plain(cls, values: dict[str, Any], where: str = "model") -> "ModelMetadata":
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
@@ -268,6 +293,16 @@ class ModelMetadata:
             raise ModelError(f"{where}: {e}") from None
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a message quotes an untrusted value, which
+    can be a megabyte long."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr (over 4300 digits)
+        text = f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _loads(text: Any, where: str) -> Any:
     if not isinstance(text, str) or len(text) > MAX_JSON_BYTES:
         raise ModelError(f"{where}: not a JSON value of at most {MAX_JSON_BYTES} bytes")
@@ -277,41 +312,43 @@ def _loads(text: Any, where: str) -> Any:
         raise ModelError(f"{where}: not valid JSON") from None
 
 
-def _input_format(value: str) -> InputFormat:
+def _input_format(value: Any) -> InputFormat:
+    choices = ", ".join(f.value for f in InputFormat)
+    if not isinstance(value, str):
+        raise ModelError(f"input_format {shown(value)}: expected one of {choices}")
     try:
         return InputFormat(value)
     except ValueError:
-        raise ModelError(f"unknown input format {value!r}; expected one of "
-                         f"{', '.join(f.value for f in InputFormat)}") from None
+        raise ModelError(f"unknown input format {shown(value)}; expected one of {choices}") from None
 
 
 def _pair(value: Any) -> tuple[int, int]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ModelError(f"img_size {value!r}: expected [H, W]")
+        raise ModelError(f"img_size {shown(value)}: expected [H, W]")
     return tuple(value)
 
 
 def _triple(value: Any, name: str) -> tuple[float, float, float]:
     if (not isinstance(value, (list, tuple)) or len(value) != 3
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
-        raise ModelError(f"{name} {value!r}: expected three numbers (RGB)")
+        raise ModelError(f"{name} {shown(value)}: expected three numbers (RGB)")
     return tuple(float(v) for v in value)
 
 
 def _check_int(value: Any, name: str, low: int, high: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ModelError(f"metadata: {name} {value!r}: expected an integer in {low}..{high}")
+        raise ModelError(f"metadata: {name} {shown(value)}: expected an integer in {low}..{high}")
 
 
 def _check_str(value: Any, name: str, limit: int, empty: bool = False) -> None:
     if not isinstance(value, str) or len(value) > limit or (not empty and not value):
-        raise ModelError(f"metadata: {name} {value!r}: expected a string of at most {limit} "
+        raise ModelError(f"metadata: {name} {shown(value)}: expected a string of at most {limit} "
                          "characters")
 
 
 def _check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ModelError(f"metadata: {name} {value!r}: expected one of {', '.join(choices)}")
+        raise ModelError(f"metadata: {name} {shown(value)}: expected one of {', '.join(choices)}")
 
 
 __all__ = ["BatchSpec", "InputFormat", "ModelMetadata", "OUTPUT_NAMES", "PRECISIONS"]

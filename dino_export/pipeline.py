@@ -12,14 +12,15 @@ was. A missing TensorRT or GPU comes after the graphs have been written and veri
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
-from dino_core.errors import UserError
-from dino_core.fileio import partial_path
+from dino_core.errors import OutputError, UserError
+from dino_core.fileio import partial_path, probe_writable
 
 from .config import ExportConfig, check_img_size
 from .images import ImageSet, verification_sets
@@ -62,6 +63,7 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     """Run the whole export; raises :class:`UserError` on any failure (see module docstring)."""
     rows = select(req.config.precision, req.trt)  # unknown values fail before any work
     check_options(rows, req.given)
+    check_output_folder(req.out)
     cfg = req.config
     model, source = load_model(req.checkpoint, cfg.checkpoint_key)
     check_img_size(cfg.img_size, model.patch_size)
@@ -106,14 +108,44 @@ class _Graphs:
         the time logged counts from ``start`` (default: now)."""
         start = time.perf_counter() if start is None else start
         proto = finish(self.fp32, self.model, self.source, self.config(row), row)
-        tmp = write_atomic(proto, partial_path(path))
-        kind = row.precision + ("" if row.option == "--precision" else " for TensorRT")
-        self.log(f"exported {path.name} ({tmp.stat().st_size / 1e6:.1f} MB, {kind}, "
-                 f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
-        if not self.req.verify:
-            os.replace(tmp, path)
-            return []
-        return _verified(tmp, path, lambda p: _verify_onnx(p, self.model, self.inputs, self.log))
+        tmp = partial_path(path)
+        try:  # from here until the rename, a failure or a signal removes the file it wrote
+            with _io_errors(path):
+                write_atomic(proto, tmp)
+            kind = row.precision + ("" if row.option == "--precision" else " for TensorRT")
+            self.log(f"exported {path.name} ({tmp.stat().st_size / 1e6:.1f} MB, {kind}, "
+                     f"{len(proto.graph.node)} nodes) in {time.perf_counter() - start:.1f} s")
+            if not self.req.verify:
+                with _io_errors(path):
+                    os.replace(tmp, path)
+                return []
+            return _verified(tmp, path,
+                             lambda p: _verify_onnx(p, self.model, self.inputs, self.log))
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a failed verification has already moved it aside
+            raise
+
+
+def check_output_folder(out: Path) -> None:
+    """The folder of ``-o`` (created when missing) must take a new file: checked before any
+    work, with the system's reason (an export is minutes of work to lose at the last step)."""
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"-o {out}: {folder} is not a folder")
+    try:
+        probe_writable(folder)
+    except OSError as e:
+        raise OutputError(f"-o {out}: cannot write in {folder} ({e.strerror or e})") from None
+
+
+@contextlib.contextmanager
+def _io_errors(out: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"-o {out}: cannot write ({e.strerror or e})") from None
 
 
 def _verify_onnx(path: Path, model, inputs: list[ImageSet], log: Log) -> list[VerifyReport]:
@@ -159,7 +191,12 @@ def _engine(req: ExportRequest, row: Target, graph: Path, model, meta, inputs: l
                         f"; {trt_export.fallback(graph, out, cfg, meta)}")
     start = time.perf_counter()
     tmp = partial_path(out)
-    row.make(graph, tmp, cfg, meta)  # writes tmp and tmp.json
+    try:
+        row.make(graph, tmp, cfg, meta)  # writes tmp and tmp.json
+    except BaseException:  # a failed build or a signal leaves no partial engine
+        for path in (tmp, Path(f"{tmp}.json")):
+            path.unlink(missing_ok=True)
+        raise
     log(f"built {out.name} from {graph.name} in {time.perf_counter() - start:.1f} s")
     if not req.verify:
         os.replace(tmp, out)

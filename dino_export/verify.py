@@ -144,7 +144,7 @@ def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
     """The file as users open it, without masks (they are computed here for both sides).
     ``providers``: ONNX Runtime execution providers, as ``dino_runtime.Runtime`` takes them."""
     return Runtime(path, backend=backend, device=device, precision=precision, threshold=None,
-                   batch_size=64, warmup=False, providers=providers)
+                   batch_size=64, warmup=False, providers=providers, fit_batch=True)
 
 
 def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,

@@ -21,7 +21,9 @@ from typing import Any, Mapping
 
 import torch
 
+from dino_core import memory
 from dino_core.errors import CheckpointError
+from dino_core.metadata import INT_RANGES, shown
 
 from .archs import FAMILIES, Arch, family_for_width
 from .safe_load import load_pickle_checkpoint
@@ -125,7 +127,7 @@ def extract_backbone(obj: Any, checkpoint_key: str = "teacher", where: str = "ch
                               "a training checkpoint")
     if any(k in obj for k in TRAINING_KEYS):
         if checkpoint_key not in obj or not isinstance(obj[checkpoint_key], Mapping):
-            have = ", ".join(k for k in obj if isinstance(obj[k], Mapping))
+            have = ", ".join(str(k)[:40] for k in obj if isinstance(obj[k], Mapping))
             raise CheckpointError(f"{where}: no checkpoint key {checkpoint_key!r}; "
                                   f"available: {have}")
         fmt = "toolkit-training" if TOOLKIT_KEY in obj else "official-training"
@@ -133,11 +135,18 @@ def extract_backbone(obj: Any, checkpoint_key: str = "teacher", where: str = "ch
     for wrapper in ("model", "state_dict"):  # common wrappers around a bare backbone
         if wrapper in obj and isinstance(obj[wrapper], Mapping) and "cls_token" not in obj:
             obj = obj[wrapper]
+    _check_keys(obj, where)
     state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if len(state) != len(obj):
         other = next(k for k, v in obj.items() if not isinstance(v, torch.Tensor))
-        raise CheckpointError(f"{where}: entry {other!r} is not a tensor; not a state dict")
+        raise CheckpointError(f"{where}: entry {shown(other)} is not a tensor; not a state dict")
     return strip_prefix(state, "module."), "official-pretrained", None
+
+
+def _check_keys(state: Mapping, where: str) -> None:
+    bad = next((k for k in state if not isinstance(k, str)), None)
+    if bad is not None:
+        raise CheckpointError(f"{where}: key {shown(bad)} is not a string; not a state dict")
 
 
 def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -147,14 +156,18 @@ def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
 
 def _strip_training_prefixes(state: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
     """``module.backbone.x`` -> ``x``; the projection head (``head.*``) is left out on purpose."""
+    _check_keys(state, where)
     state = strip_prefix(state, "module.")
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     stray = [k for k in state if not k.startswith(("backbone.", "head."))]
     if stray:
-        raise CheckpointError(f"{where}: unexpected key {stray[0]!r} in a training checkpoint "
+        raise CheckpointError(f"{where}: unexpected key {shown(stray[0])} in a training checkpoint "
                               "(expected backbone.* and head.*)")
     if not backbone:
         raise CheckpointError(f"{where}: the training checkpoint has no backbone.* weights")
+    other = next((k for k, v in backbone.items() if not isinstance(v, torch.Tensor)), None)
+    if other is not None:
+        raise CheckpointError(f"{where}: entry {shown('backbone.' + other)} is not a tensor")
     return backbone
 
 
@@ -170,27 +183,83 @@ class InferredConfig:
     qkv_bias: bool
 
 
-def infer_config(state: Mapping[str, torch.Tensor], num_heads: int | None = None,
+def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
                  where: str = "checkpoint") -> InferredConfig:
-    """Architecture from weight shapes: patch size, width, depth, grid; heads from the width."""
-    needed = ("cls_token", "pos_embed", "patch_embed.proj.weight")
-    if not all(k in state for k in needed):
+    """Architecture from weight shapes: patch size, width, depth, grid; heads from the width.
+
+    Every shape is checked before it is used, and the result against the ranges a model file
+    may have (``dino_core.metadata.INT_RANGES``): the shapes are untrusted input.
+    """
+    needed = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
+    if not all(k in state for k in needed[:3]):
         kind = _guess_kind(state)
         raise CheckpointError(f"{where}: {kind}, not a DINO ViT backbone "
-                              f"(no {', '.join(k for k in needed if k not in state)})")
-    embed_dim, _, patch, patch_w = state["patch_embed.proj.weight"].shape
+                              f"(no {', '.join(k for k in needed[:3] if k not in state)})")
+    if needed[3] not in state:
+        raise CheckpointError(f"{where}: not a DINO ViT backbone (no {needed[3]})")
+    patch_weight = _shaped(state, "patch_embed.proj.weight", 4, "(dim, 3, patch, patch)", where)
+    embed_dim, _, patch, patch_w = patch_weight
     if patch != patch_w:
         raise CheckpointError(f"{where}: non-square patches {patch}x{patch_w} are not supported")
+    tokens = _shaped(state, "pos_embed", 3, "(1, tokens, dim)", where)[1]
+    hidden = _shaped(state, "blocks.0.mlp.fc1.weight", 2, "(hidden, dim)", where)[0]
     depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
-    grid = round((state["pos_embed"].shape[1] - 1) ** 0.5)
+    grid = round(max(tokens - 1, 0) ** 0.5)
     family = family_for_width(embed_dim)
     if num_heads is None:
         num_heads = family.num_heads if family else max(1, embed_dim // 64)
-    hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
+    for name, value in (("patch_size", patch), ("embed_dim", embed_dim), ("depth", depth),
+                        ("num_heads", num_heads)):
+        low, high = INT_RANGES[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise CheckpointError(f"{where}: {name} {shown(value)}: expected an integer in "
+                                  f"{low}..{high}")
+    if embed_dim % num_heads:
+        raise CheckpointError(f"{where}: embed_dim {embed_dim} is not a multiple of num_heads "
+                              f"{num_heads}")
+    if grid < 1 or hidden < 1:
+        raise CheckpointError(f"{where}: pos_embed holds {tokens} tokens and the MLP {hidden} "
+                              "hidden units; not a ViT")
     return InferredConfig(
         arch=family.name if family else f"vit_d{embed_dim}", patch_size=patch,
         embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=grid * patch,
         mlp_ratio=hidden / embed_dim, qkv_bias="blocks.0.attn.qkv.bias" in state)
+
+
+def _shaped(state: Mapping[str, Any], key: str, rank: int, expected: str,
+            where: str) -> tuple[int, ...]:
+    """The shape of ``state[key]``, which must be a tensor of ``rank`` non-empty dimensions."""
+    value = state[key]
+    shape = tuple(value.shape) if isinstance(value, torch.Tensor) else None
+    if shape is None or len(shape) != rank or min(shape) < 1:
+        raise CheckpointError(f"{where}: {key} has shape {shape}, expected {expected}")
+    return shape
+
+
+def parameter_bytes(cfg: InferredConfig) -> int:
+    """float32 bytes of the ViT ``cfg`` describes (what :func:`build_backbone` allocates)."""
+    d, hidden = cfg.embed_dim, round(cfg.mlp_ratio * cfg.embed_dim)
+    block = 4 * d * d + 2 * d * hidden + 9 * d + hidden  # qkv, proj, fc1, fc2, two norms
+    tokens = (cfg.img_size // cfg.patch_size) ** 2 + 1
+    stem = d * 3 * cfg.patch_size ** 2 + d + tokens * d + 3 * d
+    return 4 * (cfg.depth * block + stem)
+
+
+def check_model_size(cfg: InferredConfig, path: Path, where: str) -> None:
+    """:class:`CheckpointError` before building a model far larger than the file's weights
+    (views with stride 0 can describe any shape in a few bytes) or than free memory."""
+    need, size = parameter_bytes(cfg), path.stat().st_size
+    described = f"a ViT {cfg.embed_dim} wide and {cfg.depth} blocks deep"
+    # fp16 weights hold half the float32 bytes; a training checkpoint holds more than one copy
+    if need > 4 * size + (64 << 20):
+        raise CheckpointError(f"{where}: refused to build {described} "
+                              f"({memory.format_bytes(need)} of float32 weights): the file holds "
+                              f"only {memory.format_bytes(size)}")
+    available = memory.available_bytes()
+    if available is not None and need > available:
+        raise CheckpointError(f"{where}: refused to build {described}: its weights need "
+                              f"{memory.format_bytes(need)} and this machine has "
+                              f"{memory.format_bytes(available)} available")
 
 
 def _guess_kind(state: Mapping[str, Any]) -> str:
@@ -224,7 +293,7 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
         if missing:
             parts.append(f"missing {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         if unexpected:
-            parts.append(f"unexpected {', '.join(unexpected[:5])}"
+            parts.append(f"unexpected {', '.join(shown(k, 80)[1:-1] for k in unexpected[:5])}"
                          f"{' ...' if len(unexpected) > 5 else ''}")
         raise CheckpointError(f"{where}: backbone keys do not match: {'; '.join(parts)}")
     bad = [k for k in own if own[k].shape != state[k].shape]
@@ -232,6 +301,10 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
         k = bad[0]
         raise CheckpointError(f"{where}: {k} has shape {tuple(state[k].shape)}, "
                               f"expected {tuple(own[k].shape)}")
+    odd = next((k for k in own if not state[k].is_floating_point()), None)
+    if odd is not None:
+        raise CheckpointError(f"{where}: {odd} holds {state[odd].dtype} values; expected "
+                              "floating point weights")
     model.load_state_dict(state, strict=True)
 
 
@@ -259,6 +332,7 @@ def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
     record = obj.get(TOOLKIT_KEY, {}) if isinstance(obj, Mapping) else {}
     cfg = infer_config(state, record.get("num_heads") if isinstance(record, Mapping) else None,
                        where)
+    check_model_size(cfg, path, where)
     model = build_backbone(cfg)
     load_state_strict(model, state, where)
     epoch = obj.get("epoch") if isinstance(obj, Mapping) and key else None

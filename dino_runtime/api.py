@@ -17,6 +17,7 @@ import numpy as np
 from dino_core.batching import chunks, stack_padded
 from dino_core.errors import OptionError
 from dino_core.masks import mass_threshold_masks
+from dino_core.memory import check_inference_memory, largest_batch
 
 from .backends import BackendOptions, ModelOutputs, load_backend
 from .pipeline import Pipeline, PipelineConfig, RunSummary
@@ -34,16 +35,21 @@ class Runtime:
     mass threshold (None: no masks). ``input_size`` (H, W) applies to checkpoints only: exported
     files carry their own; without it a checkpoint runs at short side 224 with the aspect of
     ``frame_size`` (H, W). Other arguments go to the backend (see ``BackendOptions``).
+    One call on ``batch_size`` frames must fit in the memory available (checked before the
+    warm-up); ``fit_batch`` lowers the batch to what fits instead of refusing (verification,
+    whose batch is only a speed choice).
     """
 
     def __init__(self, model: str | os.PathLike, *, backend: str = "auto", device: str = "auto",
                  batch_size: int = 8, heads: str | int = "mean", threshold: float | None = 0.6,
                  input_size: tuple[int, int] | None = None, precision: str = "auto",
                  threads: int | None = None, providers: Sequence[str] | None = None,
-                 frame_size: tuple[int, int] | None = None, warmup: bool = True) -> None:
+                 frame_size: tuple[int, int] | None = None, warmup: bool = True,
+                 fit_batch: bool = False) -> None:
         options = BackendOptions(device=device, precision=precision, input_size=input_size,
                                  frame_size=frame_size, threads=threads,
                                  providers=tuple(providers) if providers else None)
+        self.model = model
         self.backend = load_backend(model, backend, options)
         self.metadata = self.backend.metadata
         self.heads = HeadSelection.parse(heads)
@@ -52,12 +58,18 @@ class Runtime:
         if batch_size < 1:
             raise OptionError(f"batch size must be >= 1, got {batch_size}")
         self.batch_size, self.pad_to = self.metadata.batch.calls(batch_size)
+        if self.backend.runs_on_host:  # before anything the size of a batch is allocated
+            fits = largest_batch(self.metadata)
+            if fit_batch and self.pad_to is None and fits is not None:
+                self.batch_size = max(1, min(self.batch_size, fits))
+            check_inference_memory(self.metadata, self.pad_to or self.batch_size, str(model))
         self.preprocessor = Preprocessor(InputSpec.from_metadata(self.metadata))
         self.last_summary: RunSummary | None = None
         if warmup:  # the first call allocates and plans; keep that out of every timing
             h, w = self.metadata.img_size
-            self.backend.run(stack_padded([self.preprocessor(np.zeros((h, w, 3), np.uint8))],
-                                          self.pad_to))
+            out = self.backend.run(stack_padded(
+                [self.preprocessor(np.zeros((h, w, 3), np.uint8))], self.pad_to))
+            out.check_finite(str(model), self.backend.precision, "on a blank warm-up frame")
 
     @property
     def device(self) -> str:
@@ -95,7 +107,7 @@ class Runtime:
         config = PipelineConfig(batch=self.batch_size, max_frames=max_frames, live=live,
                                 render=render, heads=self.heads, threshold=self.threshold,
                                 keep_patch=keep_patch)
-        return Pipeline(source, self.backend, config)
+        return Pipeline(source, self.backend, config, where=str(self.model))
 
     def stream(self, source: str | int | os.PathLike | Source, *, max_frames: int | None = None,
                render: RenderOptions | None = None, live: bool | None = None

@@ -18,19 +18,21 @@ from dataclasses import dataclass
 import click
 import cv2
 
+from dino_core.cli import one_line
 from dino_core.cli import run as run_command
-from dino_core.errors import UserError
+from dino_core.errors import SourceError, UserError
+from dino_core.metadata import MAX_SIDE
 from dino_core.signals import GracefulStop
 
 from .api import Runtime
 from .backends import BACKEND_CHOICES
 from .display import Display, check_display_available
-from .pipeline import Pipeline
+from .outputs import OutputRequest, Outputs, open_outputs
+from .pipeline import Pipeline, RunSummary
 from .postprocess import HeadSelection
 from .preprocess import aspect_warning
 from .render import RenderOptions
 from .sources import ImageFiles, Source, SourceSpec, open_source
-from .writers import MaskPngs, Sink, VideoSink, embeddings_sink
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +46,7 @@ class RunOptions:
     render: RenderOptions
     heads: HeadSelection
     threshold: float | None        # None when neither --mask nor --masks-dir asks for masks
-    save: str | None
-    embeddings: str | None
-    masks_dir: str | None
+    outputs: OutputRequest
     batch: int
     backend: str
     device: str
@@ -60,8 +60,9 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     parts = text.lower().replace("x", " ").split()
-    if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise click.BadParameter(f"{text!r}: expected HxW, e.g. 224x400", param_hint="--input-size")
+    if len(parts) != 2 or not all(p.isdecimal() and 0 < int(p) <= MAX_SIDE for p in parts):
+        raise click.BadParameter(f"{text!r}: expected HxW, each side 1..{MAX_SIDE}, e.g. 224x400",
+                                 param_hint="--input-size")
     return int(parts[0]), int(parts[1])
 
 
@@ -70,17 +71,6 @@ def parse_heads(text: str) -> HeadSelection:
         return HeadSelection.parse(text)
     except ValueError as e:
         raise click.BadParameter(str(e).split(": ", 1)[-1], param_hint="--heads") from None
-
-
-def open_outputs(opts: RunOptions, fps: float) -> list[Sink]:
-    sinks: list[Sink] = []
-    if opts.save:
-        sinks.append(VideoSink(opts.save, fps))
-    if opts.embeddings:
-        sinks.append(embeddings_sink(opts.embeddings))
-    if opts.masks_dir:
-        sinks.append(MaskPngs(opts.masks_dir))
-    return sinks
 
 
 def first_frame_hw(source: Source) -> tuple[int, int] | None:
@@ -109,54 +99,74 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
     return runtime
 
 
-def consume(pipe: Pipeline, sinks: list[Sink], display: Display | None) -> None:
+def consume(pipe: Pipeline, outputs: Outputs, display: Display | None) -> None:
     """The main-thread stage: write every result, show it, stop on q/Esc."""
     with contextlib.closing(pipe.run()) as results:
         for result in results:
-            for sink in sinks:
-                sink.write(result)
+            outputs.write(result)
             shown = result.rendered if result.rendered is not None else result.frame.image
             if display is not None and not display.show(shown):
                 pipe.stop("q pressed")
                 break
 
 
-def close_all(sinks: list[Sink], display: Display | None) -> None:
-    """Finalise every output, even if one of them fails."""
-    errors = []
-    for sink in sinks:
-        try:
-            sink.close()
-        except Exception as e:  # keep finalising the others; reported below
-            errors.append(e)
-    if display is not None:
-        display.close()
-    if errors:
-        raise errors[0]
+def no_frames(source: Source, summary: RunSummary) -> SourceError:
+    """The error of a run that ended without a single frame (every frame corrupt, or a live
+    source that never delivered one)."""
+    details = [f"{summary.dropped['corrupt']} corrupt"]
+    if summary.stop_reason != "end of source":
+        details.append(summary.stop_reason)
+    return SourceError(f"{source.info.description}: no frame could be decoded "
+                       f"({'; '.join(details)})")
+
+
+def failed(error: BaseException, note: str) -> BaseException:
+    """``error`` with what happened to the outputs added (one line for a UserError)."""
+    if not note:
+        return error
+    if isinstance(error, UserError):
+        added = type(error)(f"{error}{note}")
+        added.exit_code = error.exit_code
+        return added
+    log.warning(note.lstrip("; "))  # a bug: its traceback follows, the outputs are named first
+    return error
 
 
 def run(opts: RunOptions) -> int:
     if opts.display:
         check_display_available()
     source = open_source(opts.source)
-    sinks = open_outputs(opts, source.info.fps)  # checks the paths; files appear on first write
+    # Every output check before the model loads; files appear on the first write.
+    outputs = open_outputs(opts.outputs, source, opts.source.path, source.info.fps)
     runtime = load_runtime(opts, first_frame_hw(source))
     meta = runtime.metadata
     click.echo(f"dino-run: {meta.arch}/{meta.patch_size} {meta.img_size[0]}x{meta.img_size[1]} "
                f"{meta.precision} on {runtime.backend.name} ({runtime.device}), batch "
                f"{runtime.batch_size}; {source.info.description}"
                f"{' (live)' if source.info.live else ''}", err=True)
-    needs_image = opts.display or opts.save is not None
+    needs_image = opts.display or opts.outputs.save is not None
     pipe = runtime.pipeline(source, max_frames=opts.max_frames,
                             render=opts.render if needs_image else None,
                             keep_patch=False)
     display = Display() if opts.display else None
-    # Ctrl-C, SIGTERM, SIGHUP: stop the stages and finalise the outputs; a second one aborts.
+    # Ctrl-C, SIGTERM, SIGHUP: stop the stages and commit the outputs; a second one aborts
+    # the wait but still commits. Any other failure leaves earlier outputs as they were.
     with GracefulStop(pipe.stop) as stop:
         try:
-            consume(pipe, sinks, display)
+            consume(pipe, outputs, display)
+            if pipe.summary.frames == 0 and not stop.requested:
+                raise no_frames(source, pipe.summary)
+        except KeyboardInterrupt:
+            outputs.commit()
+            raise
+        except BaseException as e:
+            pipe.summary.stop_reason = f"failed: {one_line(str(e))}"
+            raise failed(e, outputs.failure_note(outputs.abort())) from None
+        else:
+            outputs.commit()
         finally:
-            close_all(sinks, display)
+            if display is not None:
+                display.close()
             click.echo(pipe.summary.format())
     return stop.exit_code if stop.requested else 0
 
@@ -173,6 +183,9 @@ def run(opts: RunOptions) -> int:
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the overlay video (.mp4 or .avi) at source resolution and fps.")
 @click.option("--embeddings", type=click.Path(dir_okay=False), help="Write one CLS vector per frame (.npy or .jsonl).")
 @click.option("--masks-dir", type=click.Path(file_okay=False), help="Write one PNG mask per frame into this folder.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace existing --save/--embeddings files and an earlier run's masks in "
+                   "--masks-dir (once this run succeeds).")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference call.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -183,7 +196,8 @@ def run(opts: RunOptions) -> int:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--no-display", is_flag=True, help="No window (headless machines, batch jobs).")
 def command(model, camera, source, show_attention, heads, mask, threshold, pca, save, embeddings,
-            masks_dir, batch, backend, device, precision, input_size, max_frames, no_display) -> int:
+            masks_dir, overwrite, batch, backend, device, precision, input_size, max_frames,
+            no_display) -> int:
     """Run a DINO model on a video, images, a stream or a camera."""
     if (camera is None) == (source is None):
         raise click.UsageError("give exactly one of --camera N and --source PATH|URL")
@@ -195,7 +209,8 @@ def command(model, camera, source, show_attention, heads, mask, threshold, pca, 
         render=RenderOptions(attention=show_attention, mask=mask, pca=pca),
         heads=parse_heads(heads),
         threshold=threshold if (mask or masks_dir) else None,
-        save=save, embeddings=embeddings, masks_dir=masks_dir, batch=batch, backend=backend,
+        outputs=OutputRequest(save, embeddings, masks_dir, overwrite), batch=batch,
+        backend=backend,
         device=device, precision=precision, input_size=parse_size(input_size),
         max_frames=max_frames, display=not no_display)
     return run(opts)

@@ -113,8 +113,10 @@ def _at(values: np.ndarray | None, i: int) -> np.ndarray | None:
 class Pipeline:
     """Run ``source`` through ``backend``; iterate :meth:`run` for results in order."""
 
-    def __init__(self, source: Source, backend: Backend, config: PipelineConfig) -> None:
+    def __init__(self, source: Source, backend: Backend, config: PipelineConfig,
+                 where: str = "model") -> None:
         self.source = source
+        self.where = where
         self.backend = backend
         self.config = config
         self.live = source.info.live if config.live is None else config.live
@@ -216,6 +218,8 @@ class Pipeline:
             t0 = time.perf_counter()
             outputs = self.backend.run(stack_padded([x for _, x in items], self.pad_to))
             self.summary.model_seconds += time.perf_counter() - t0
+            if self.summary.batches == 0:  # broken weights show on the first batch
+                outputs.check_finite(self.where, self.backend.precision)
             self.summary.batches += 1
             if not self._put(self._inferred, (frames, outputs)):
                 return

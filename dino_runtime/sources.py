@@ -9,6 +9,8 @@ the right source and fails with a one-line :class:`SourceError` when nothing can
 from __future__ import annotations
 
 import glob
+import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import cv2
 import numpy as np
 
 from dino_core.constants import IMAGE_SUFFIXES
-from dino_core.errors import SourceError
+from dino_core.errors import OptionError, SourceError
 
 # Schemes whose streams have no end: a failed read is a disconnect, never the end of a file.
 LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "udp", "tcp", "srt")
@@ -27,6 +29,10 @@ URL_SCHEMES = LIVE_SCHEMES + ("http", "https")
 DEFAULT_LIVE_FPS = 30.0
 # A file that fails this many reads in a row before its stated length is treated as ended.
 MAX_CONSECUTIVE_BAD_READS = 25
+# Camera indices OpenCV is given. It segfaults on -1 (4.x and 5.0) and raises on values past
+# int32; devices are /dev/video0..255 on Linux, and OpenCV's legacy "backend offset + index"
+# form (e.g. 200 = V4L2 camera 0) stays below 10000.
+MAX_CAMERA_INDEX = 9999
 
 
 @dataclass
@@ -218,6 +224,13 @@ class SourceSpec:
     policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
     capture_factory: CaptureFactory = cv2.VideoCapture
 
+    def __post_init__(self) -> None:
+        camera = self.camera
+        if camera is not None and (isinstance(camera, bool) or not isinstance(camera, int)
+                                   or not 0 <= camera <= MAX_CAMERA_INDEX):
+            raise OptionError(f"--camera {camera}: expected a camera index 0..{MAX_CAMERA_INDEX} "
+                              "(0 is /dev/video0)")
+
 
 def open_source(spec: SourceSpec) -> Source:
     """The source for ``spec``; :class:`SourceError` (one line) when it cannot be read."""
@@ -248,10 +261,103 @@ def _open_path(text: str, spec: SourceSpec) -> Source:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFiles([path], f"image {text}", spec.image_fps)
         return CaptureSource(str(path), "video", live=False, capture_factory=spec.capture_factory)
-    if any(c in text for c in "*?["):
-        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                       if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    if glob.has_magic(text):
+        files = [p for p in expand_glob(str(path)) if p.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise SourceError(f"{text}: the pattern matches no image files")
         return ImageFiles(files, f"glob {text}", spec.image_fps)
     raise SourceError(f"{text}: no such file or folder")
+
+
+def expand_glob(pattern: str) -> list[Path]:
+    """The files ``pattern`` matches (``glob.glob(recursive=True)`` syntax), sorted, each real
+    file once (the first of its names).
+
+    ``glob.glob`` follows symlinked folders without remembering them: one link back to a parent
+    repeats every file below it until the path gets too long (3 images became 83 frames), and
+    two such links make its search exponential. Here a ``**`` pattern walks each real folder
+    once and matches every path below the pattern's fixed prefix against the pattern.
+    """
+    parts = pattern.split(os.sep)
+    if "**" not in parts:  # fixed depth: glob cannot loop, only list a file twice
+        return _first_names(Path(p) for p in glob.glob(pattern) if os.path.isfile(p))
+    fixed = next(i for i, part in enumerate(parts) if glob.has_magic(part))
+    base = os.sep.join(parts[:fixed]) or (os.sep if pattern.startswith(os.sep) else ".")
+    rest = re.compile(_translate(parts[fixed:]))
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(base, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back to a folder already walked
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders.sort()
+        relative = os.path.relpath(folder, base)
+        prefix = "" if relative == "." else relative + os.sep
+        found.extend(Path(folder, name) for name in files if rest.fullmatch(prefix + name))
+    return _first_names(found)
+
+
+def glob_matches(pattern: str, path: str | os.PathLike) -> bool:
+    """Whether ``pattern`` (as :func:`expand_glob` reads it) matches ``path``, which need not
+    exist; both taken relative to the current folder."""
+    pattern = os.path.abspath(os.path.expanduser(pattern))
+    return re.fullmatch(_translate(pattern.split(os.sep)), os.path.abspath(path)) is not None
+
+
+def _first_names(paths) -> list[Path]:
+    """Sorted, keeping the first path of each real file."""
+    kept, seen = [], set()
+    for path in sorted(paths):
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            kept.append(path)
+    return kept
+
+
+def _translate(parts: list[str]) -> str:
+    """Pattern segments -> a regex over a relative path, with glob's rules: ``**`` is any
+    number of folders, ``*``/``?``/``[...]`` stay within one name, and a wildcard never
+    matches a leading dot."""
+    sep = re.escape(os.sep)
+    name = f"(?!\\.)[^{sep}]+"
+    out = []
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**":
+            out.append(f"(?:{name}{sep})*" + (name if last else ""))
+        else:
+            out.append(_translate_name(part, sep) + ("" if last else sep))
+    return "".join(out)
+
+
+def _translate_name(part: str, sep: str) -> str:
+    """One path segment of a pattern -> regex (``fnmatch`` rules, never across ``sep``)."""
+    regex = "" if part.startswith(".") else r"(?!\.)"
+    i = 0
+    while i < len(part):
+        c, i = part[i], i + 1
+        if c == "*":
+            regex += f"[^{sep}]*"
+        elif c == "?":
+            regex += f"[^{sep}]"
+        elif c == "[" and (end := _class_end(part, i)) is not None:
+            body = part[i:end].replace("\\", "\\\\")
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            elif body.startswith("^"):
+                body = "\\" + body
+            regex += f"[{body}]"
+            i = end + 1
+        else:
+            regex += re.escape(c)
+    return regex
+
+
+def _class_end(part: str, i: int) -> int | None:
+    """Index of the ``]`` closing a class that opens before ``i``, or None (a literal ``[``)."""
+    j = i + (part[i:i + 1] == "!")
+    j += part[j:j + 1] == "]"
+    end = part.find("]", j)
+    return end if end >= 0 else None

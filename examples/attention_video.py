@@ -31,14 +31,14 @@ def main() -> None:
                                 ExportConfig(img_size=tuple(args.size), dynamic_batch=(1, 4, 8)))
         runtime = Runtime(onnx_path, batch_size=4, threshold=0.6)
         source = open_source(SourceSpec(path=args.video))
-        sink, frames = VideoSink(args.output, source.info.fps), 0
-        try:
+        frames = 0
+        # Written to a temporary name; renamed to the output when the loop ends (or on Ctrl-C),
+        # kept as OUTPUT.partial.mp4 when it fails, so an earlier output is never lost.
+        with VideoSink(args.output, source.info.fps) as sink:
             for result in runtime.stream(source, max_frames=args.max_frames,
                                          render=RenderOptions(attention=True, mask=True)):
                 sink.write(result)
                 frames += 1
-        finally:
-            sink.close()  # finalises the file (written to a temporary name, then renamed)
     summary = runtime.last_summary
     print(f"{frames} frames -> {args.output}" + (f" ({summary.fps:.1f} frames/s)" if summary else ""))
 

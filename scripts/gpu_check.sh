@@ -203,10 +203,10 @@ if [ -f "$VIDEO" ]; then
     echo "== runtime: dino-run end to end on CUDA ($VIDEO, attention overlay to mp4, batch 8)"
     "$PY" -m dino_runtime.cli --model "$RT/vits8.pth" --device cuda --source "$VIDEO" \
         --show-attention --mask --save "$RT/dog_attention_torch.mp4" --embeddings "$RT/dog_torch.npy" \
-        --batch 8 --no-display | tee -a "$OUT/runtime_summary.txt" || FAIL=1
+        --batch 8 --overwrite --no-display | tee -a "$OUT/runtime_summary.txt" || FAIL=1
     "$PY" -m dino_runtime.cli --model "$RT/vits8_480.onnx" --device cuda --source "$VIDEO" \
         --show-attention --mask --save "$RT/dog_attention.mp4" --embeddings "$RT/dog.npy" \
-        --batch 8 --no-display | tee -a "$OUT/runtime_summary.txt" || FAIL=1
+        --batch 8 --overwrite --no-display | tee -a "$OUT/runtime_summary.txt" || FAIL=1
 else
     echo "runtime: no video at $VIDEO (set DINO_VIDEO); dino-run end-to-end check not run"
     FAIL=1

@@ -6,7 +6,8 @@ from typing import Protocol
 
 import numpy as np
 
-from dino_core.metadata import ModelMetadata
+from dino_core.errors import ModelError
+from dino_core.metadata import BatchSpec, InputFormat, ModelMetadata
 
 
 @dataclass
@@ -19,6 +20,17 @@ class ModelOutputs:
 
     def __len__(self) -> int:
         return self.cls.shape[0]
+
+    def check_finite(self, where: str, precision: str, when: str = "on the first batch") -> None:
+        """:class:`ModelError` (one line) when an output holds NaN or inf. Run on a model's
+        first batch: NaN weights otherwise give NaN embeddings and empty masks without a word.
+        (13 us for a batch of 8 ViT-S/16 outputs at 224x400, cls and attn, measured here.)"""
+        for name in ("cls", "attn", "patch"):
+            values = getattr(self, name)
+            if values is not None and not np.isfinite(values).all():
+                raise ModelError(f"{where}: non-finite (NaN or inf) values in the model's {name} "
+                                 f"output {when}: its weights hold NaN, or it overflows in "
+                                 f"{precision}; check the checkpoint it was made from")
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,45 @@ class Backend(Protocol):
     metadata: ModelMetadata
     device: str                      # what actually runs, e.g. "CPUExecutionProvider"
     precision: str                   # what it computes in: the file's, or the one it resolved
+    runs_on_host: bool               # True: activations live in host memory (CPU execution)
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """Graph input (B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs for B frames."""
+
+
+def expected_tensors(meta: ModelMetadata) -> dict[str, tuple[str, list]]:
+    """Tensor name -> (numpy dtype name, shape with "B" for the batch) that the metadata
+    promises: the input, and every output it lists (float32 at every precision)."""
+    h, w = meta.img_size
+    if meta.input_format is InputFormat.UINT8_NHWC:
+        tensors = {meta.input_name: ("uint8", ["B", h, w, 3])}
+    else:
+        tensors = {meta.input_name: ("float32", ["B", 3, h, w])}
+    tensors.update({name: ("float32", list(shape)) for name, shape in meta.outputs.items()})
+    return tensors
+
+
+def check_tensor(where: str, what: str, dtype: str | None, dims: list[int | None],
+                 expected_dtype: str | None, expected: list, batch: BatchSpec) -> None:
+    """:class:`ModelError` (one line) when a graph/engine tensor (``dims``: None where the
+    file leaves a dimension open) disagrees with the metadata: the first batch would fail inside
+    the runtime, or (an output) run with the wrong number of heads or tokens.
+
+    The batch dimension: an open one takes any batch, a fixed one only that batch. The others
+    must be equal where the file fixes them. The types (numpy names) when given."""
+    if dtype == expected_dtype and _same_shape(dims, expected, batch):
+        return
+    shown = ["B" if i == 0 and d is None else d for i, d in enumerate(dims)]
+    batch_text = f"dynamic {batch.min}..{batch.max}" if batch.is_dynamic else f"= {batch.fixed}"
+    types = (f"{dtype} ", f"{expected_dtype} ") if dtype is not None else ("", "")
+    raise ModelError(f"{where}: {what} is {types[0]}with shape {shown}, the metadata says "
+                     f"{types[1]}{expected} with B {batch_text}; re-export it with dino-export")
+
+
+def _same_shape(dims: list[int | None], expected: list, batch: BatchSpec) -> bool:
+    if len(dims) != len(expected):
+        return False
+    first, *rest = dims
+    if first is not None and (batch.is_dynamic or first != batch.fixed):
+        return False
+    return all(d is None or d == e for d, e in zip(rest, expected[1:]))

@@ -10,9 +10,14 @@ import onnxruntime as ort
 from dino_core.errors import ModelError
 from dino_core.metadata import ModelMetadata
 
-from .base import BackendOptions, ModelOutputs
+from .base import BackendOptions, ModelOutputs, check_tensor, expected_tensors
 from .cuda import cuda_device_count, parse_device, require_cuda, tensorrt_libraries_present
 
+# ONNX Runtime's names for the tensor types a dino-export graph uses (fp16 and int8 graphs keep
+# float32 inputs and outputs).
+ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float16)": "float16",
+             "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32",
+             "tensor(int8)": "int8", "tensor(bool)": "bool"}
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 TENSORRT_EP = "TensorrtExecutionProvider"
@@ -93,9 +98,11 @@ class OrtBackend:
         except Exception as e:  # onnxruntime raises its own pybind types for every failure
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{path}: not a readable ONNX model ({first})") from None
+        self.path = path
         self.metadata = read_metadata(self.session, str(path))
         self.precision = self.metadata.precision
         self.device = self.session.get_providers()[0]
+        self.runs_on_host = self.device == CPU_EP
         names = [o.name for o in self.session.get_outputs()]
         self._outputs = [n for n in ("cls", "attn", "patch") if n in names]
         if self._outputs[:2] != ["cls", "attn"]:
@@ -104,9 +111,29 @@ class OrtBackend:
         if self.metadata.input_name not in inputs:
             raise ModelError(f"{path}: metadata names input {self.metadata.input_name!r}, "
                              f"the graph has {inputs}")
+        check_graph(self.session, self.metadata, str(path))
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """(B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs, see ModelOutputs."""
-        values = self.session.run(self._outputs, {self.metadata.input_name: images})
+        try:
+            values = self.session.run(self._outputs, {self.metadata.input_name: images})
+        except Exception as e:  # onnxruntime's pybind error types: a graph that cannot run
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(f"{self.path}: ONNX Runtime cannot run this model ({first})") from None
         named = dict(zip(self._outputs, values))
         return ModelOutputs(named["cls"], named["attn"], named.get("patch"))
+
+
+def check_graph(session: ort.InferenceSession, meta: ModelMetadata, where: str) -> None:
+    """:class:`ModelError` (one line) when the graph's input or outputs differ in type or shape
+    from what the metadata says (see :func:`~.base.check_tensor`)."""
+    tensors = {i.name: ("input", i) for i in session.get_inputs()}
+    tensors.update({o.name: ("output", o) for o in session.get_outputs()})
+    for name, (dtype, shape) in expected_tensors(meta).items():
+        if name not in tensors:
+            raise ModelError(f"{where}: the metadata lists output {name!r}, the graph has "
+                             f"{[o.name for o in session.get_outputs()]}; re-export it")
+        kind, arg = tensors[name]
+        dims = [d if isinstance(d, int) else None for d in arg.shape]
+        check_tensor(where, f"graph {kind} {name}", ORT_TYPES.get(arg.type, arg.type), dims,
+                     dtype, shape, meta.batch)

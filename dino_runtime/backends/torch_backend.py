@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dino_core.errors import BackendUnavailable, ModelError, UserError
+from dino_core.memory import check_inference_memory
 from dino_core.metadata import BatchSpec, ModelMetadata
 from dino_core.precision import resolve_precision
 
@@ -55,8 +56,6 @@ class TorchBackend:
         if size[0] % info.patch_size or size[1] % info.patch_size:
             raise ModelError(f"input size {size[0]}x{size[1]} is not a multiple of the "
                              f"patch size {info.patch_size}")
-        with torch.no_grad():
-            self.pos_embed = model.pos_embed_for_size(*size).to(self.torch_device)
         grid = (size[0] // info.patch_size, size[1] // info.patch_size)
         self.metadata = ModelMetadata(
             arch=info.arch, patch_size=info.patch_size, embed_dim=info.embed_dim,
@@ -66,6 +65,16 @@ class TorchBackend:
             precision=self.precision,
             batch=BatchSpec(fixed=None, dynamic=(1, 8, 1024)), checkpoint_sha256=info.sha256)
         self.device = f"torch {self.torch_device} {self.metadata.precision}"
+        try:  # an --input-size or a checkpoint shape out of range
+            self.metadata.validate()
+        except ModelError as e:
+            raise ModelError(f"{model_path}: {e}") from None
+        self.runs_on_host = self.torch_device.type == "cpu"
+        if self.runs_on_host:  # the position embedding is the first size-dependent tensor
+            check_inference_memory(self.metadata, 1, str(model_path),
+                                   smaller_size="run it at a smaller --input-size")
+        with torch.no_grad():
+            self.pos_embed = model.pos_embed_for_size(*size).to(self.torch_device)
 
     @staticmethod
     def _default_size(options: BackendOptions, info) -> tuple[int, int]:

@@ -18,7 +18,7 @@ import numpy as np
 from dino_core.errors import BackendUnavailable, ModelError
 from dino_core.metadata import InputFormat, ModelMetadata
 
-from .base import BackendOptions, ModelOutputs
+from .base import BackendOptions, ModelOutputs, check_tensor, expected_tensors
 from .cuda import parse_device, require_cuda
 
 REBUILD = "rebuild it on this machine with dino-export"
@@ -43,11 +43,12 @@ def _import_trt():
 
 
 def read_sidecar(engine_path: Path) -> ModelMetadata:
+    """The engine's ``.engine.json`` metadata, validated (a bad file is one ModelError line)."""
     sidecar = engine_path.with_name(engine_path.name + ".json")
     if not sidecar.is_file():
         raise ModelError(f"{engine_path}: metadata {sidecar.name} not found beside the engine; "
                          f"{REBUILD}")
-    return ModelMetadata.from_json(sidecar.read_text(), str(sidecar))
+    return ModelMetadata.from_json_file(sidecar)
 
 
 class _Cuda:
@@ -74,6 +75,7 @@ class TensorRTBackend:
     """A serialised TensorRT engine (``.engine``/``.plan``) with its JSON sidecar."""
 
     name = "tensorrt"
+    runs_on_host = False
 
     def __init__(self, model_path: str | os.PathLike, options: BackendOptions = BackendOptions()):
         path = Path(model_path)
@@ -99,6 +101,7 @@ class TensorRTBackend:
         self.trt = trt
         self.device = f"TensorRT {trt.__version__} cuda:{index}"
         self._bind_all()
+        self._check_shapes()
 
     def _deserialize(self, trt, path: Path):
         self.logger = trt.Logger(trt.Logger.ERROR)
@@ -142,6 +145,19 @@ class TensorRTBackend:
         if not self.context.set_input_shape(self.input_name, (batch, *tail)):
             raise ModelError(f"engine refuses input shape {(batch, *tail)} (batch "
                              f"{self.min_batch}..{self.max_batch}); {REBUILD}")
+
+    def _check_shapes(self) -> None:
+        """The engine's tensor shapes against the sidecar (-1: a dynamic dimension); their
+        types are the engine's own (outputs are returned as float32)."""
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        for name, (_, shape) in expected_tensors(self.metadata).items():
+            if name not in names:
+                raise ModelError(f"the sidecar lists output {name!r}, the engine has {names}; "
+                                 f"{REBUILD}")
+            dims = [d if d >= 0 else None for d in self.engine.get_tensor_shape(name)]
+            kind = "input" if name == self.input_name else "output"
+            check_tensor("engine", f"{kind} {name}", None, dims, None, shape,
+                         self.metadata.batch)
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """(B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs, B <= the engine's largest batch."""

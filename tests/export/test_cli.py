@@ -1,6 +1,8 @@
 """dino-export on the command line: a full run, and bad inputs that each give one line."""
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
@@ -129,3 +131,58 @@ def test_no_verify_skips_the_comparison(tiny_pretrained, tmp_path):
                                    verify=False), log=lines.append)
     assert res.report is None and res.onnx_path.is_file()
     assert not any("PASS" in line for line in lines)
+
+
+def test_an_unwritable_output_folder_is_one_line_before_the_export(tiny_pretrained, tmp_path,
+                                                                  capsys):
+    """Before: a PermissionError traceback after the whole export had run."""
+    from tests.limits import unwritable_folder
+    folder = unwritable_folder(tmp_path)
+    code, out, err = run_cli([str(tiny_pretrained), "-o", str(folder / "m.onnx")], capsys)
+    assert_one_line_error(code, err, f"-o {folder / 'm.onnx'}: cannot write in {folder}",
+                          "Permission denied")
+    assert code == 1 and "loaded" not in out  # refused before the checkpoint was read
+
+
+def test_an_output_under_a_file_is_one_line(tiny_pretrained, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("x")
+    out = tmp_path / "a-file" / "sub" / "m.onnx"
+    code, _, err = run_cli([str(tiny_pretrained), "-o", str(out)], capsys)
+    assert_one_line_error(code, err, f"{tmp_path / 'a-file'} is not a folder")
+
+
+@pytest.mark.parametrize("signum, after", [(signal.SIGTERM, "loaded"),    # while exporting
+                                           (signal.SIGHUP, "exported"),   # while verifying
+                                           (signal.SIGINT, "exported")])
+def test_a_stopping_signal_leaves_no_partial_file(tiny_pretrained, tmp_path, signum, after):
+    """docker stop (SIGTERM) or a closed SSH session (SIGHUP) while exporting or verifying:
+    exit 128 + signal, one line, the earlier file as it was and nothing else written."""
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the good file from an earlier export")
+    proc = subprocess.Popen([sys.executable, "-m", "dino_export.cli", str(tiny_pretrained), "-o",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:
+        if line.startswith(after):
+            break
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum, f"exit {proc.returncode}: {err}"
+    assert err.strip().splitlines()[-1] == "dino-export: interrupted" and "Traceback" not in err
+    assert out.read_bytes() == b"the good file from an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def test_an_interrupt_between_writing_and_verifying_removes_the_file(tiny_pretrained, tmp_path,
+                                                                     monkeypatch, capsys):
+    """The file is written, then the signal lands before verification starts."""
+    from dino_core.signals import Interrupted
+    from dino_export import pipeline
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(pipeline, "_verified", interrupted)
+    code, _, err = run_cli([str(tiny_pretrained), "-o", str(tmp_path / "m.onnx")], capsys)
+    assert code == 143 and err.strip() == "dino-export: interrupted"
+    assert list(tmp_path.iterdir()) == []

@@ -178,3 +178,102 @@ def test_offline_error_names_url_and_cache_path(tmp_path, monkeypatch):
     assert "https://dl.fbaipublicfiles.com/dino/dino_vitbase8_pretrain/" \
            "dino_vitbase8_pretrain.pth" in text
     assert not any((tmp_path / "hub" / "checkpoints").iterdir())
+
+
+def _deflated_copy(data: bytes, path: Path) -> Path:
+    """``data`` (a torch.save zip) rewritten with every record deflated."""
+    import io
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(data)) as src, \
+            zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+    return path
+
+
+def test_a_zip_bomb_checkpoint_is_refused_before_it_is_inflated(tmp_path):
+    """100 MB of zeros deflate to a 98 kB file (the issue's: 56 MB holding 12 GiB); torch.load
+    inflated every byte of it before anything looked at the contents."""
+    import io
+    buf = io.BytesIO()
+    torch.save({"cls_token": torch.zeros(25_000_000)}, buf)
+    bomb = _deflated_copy(buf.getvalue(), tmp_path / "bomb.pth")
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(bomb)
+    assert "refused to load: its records declare 95.4 MiB of data in a 95.9 KiB file" in \
+        _one_line(e) and "zip bomb" in str(e.value)
+
+
+def test_a_deflated_but_honest_checkpoint_still_loads(tmp_path, tiny_pretrained):
+    """Float weights barely compress, so a checkpoint someone re-zipped stays under the cap."""
+    path = _deflated_copy(tiny_pretrained.read_bytes(), tmp_path / "deflated.pth")
+    model, _ = load_backbone(path)
+    assert _same_weights(model, tiny_vit())
+
+
+def test_a_checkpoint_larger_than_free_memory_is_refused(tmp_path, tiny_pretrained, monkeypatch):
+    from dino_core import memory
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1 << 20)
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tiny_pretrained)
+    assert "refused to load: its tensors need 4.1 MiB and this machine has 1.0 MiB " \
+           "available" in _one_line(e)
+
+
+def test_zero_stride_weights_describing_a_huge_model_are_refused_before_building(tmp_path):
+    """A 2 kB file whose tensors are views with stride 0: shapes of a ViT 4096 wide and 1000
+    blocks deep (about 800 GB of float32) that building the model would try to allocate."""
+    d = 4096
+    state = {"cls_token": torch.zeros(1).expand(1, 1, d),
+             "pos_embed": torch.zeros(1).expand(1, 197, d),
+             "patch_embed.proj.weight": torch.zeros(1).expand(d, 3, 16, 16),
+             "blocks.0.mlp.fc1.weight": torch.zeros(1).expand(4 * d, d),
+             "blocks.999.norm1.weight": torch.zeros(1).expand(d)}
+    torch.save(state, tmp_path / "views.pth")
+    assert (tmp_path / "views.pth").stat().st_size < 4000
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tmp_path / "views.pth")
+    assert "a ViT 4096 wide and 1000 blocks deep" in _one_line(e) and "holds only" in str(e.value)
+
+
+@pytest.mark.parametrize("record, expect", [
+    ({"num_heads": 0}, "num_heads 0: expected an integer in 1..256"),
+    ({"num_heads": "three"}, "num_heads 'three'"),
+    ({"num_heads": 5}, "embed_dim 192 is not a multiple of num_heads 5"),
+])
+def test_a_toolkit_record_with_bad_heads_is_one_line(tmp_path, record, expect):
+    data = official_training_checkpoint(tiny_vit())
+    data["dino_edge"] = record
+    torch.save(data, tmp_path / "c.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tmp_path / "c.pth")
+    assert expect in _one_line(e)
+
+
+@pytest.mark.parametrize("change, expect", [
+    ("int-weights", "norm.weight holds torch.int64 values; expected floating point"),
+    ("complex-weights", "norm.weight holds torch.complex64 values"),
+    ("1d-pos-embed", "pos_embed has shape (37824,), expected (1, tokens, dim)"),
+    ("no-mlp", "no blocks.0.mlp.fc1.weight"),
+    ("int-key", "key 7 is not a string"),
+    ("patch-0", "patch_embed.proj.weight has shape (192, 3, 0, 0)"),
+])
+def test_malformed_weights_are_one_line(tmp_path, change, expect):
+    state = tiny_vit().state_dict()
+    if change == "int-weights":
+        state["norm.weight"] = state["norm.weight"].long()
+    elif change == "complex-weights":
+        state["norm.weight"] = state["norm.weight"].to(torch.complex64)
+    elif change == "1d-pos-embed":
+        state["pos_embed"] = state["pos_embed"].flatten()
+    elif change == "no-mlp":
+        state = {k: v for k, v in state.items() if "blocks.0.mlp.fc1" not in k}
+    elif change == "int-key":
+        state[7] = torch.zeros(1)
+    elif change == "patch-0":
+        state["patch_embed.proj.weight"] = torch.zeros(192, 3, 0, 0)
+    torch.save(state, tmp_path / "s.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_backbone(tmp_path / "s.pth")
+    assert expect in _one_line(e)

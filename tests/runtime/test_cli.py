@@ -79,11 +79,14 @@ def test_checkpoint_runs_through_torch(tiny_checkpoint, video_60, tmp_path):
 @pytest.mark.parametrize("args, needle, status", [
     (["--source", "/nonexistent.mp4"], "no such file or folder", 1),
     (["--camera", "9"], "cannot open camera 9", 1),
+    (["--camera", "-1"], "--camera -1: expected a camera index 0..9999", 2),  # was a segfault
+    (["--camera", "99999999999"], "expected a camera index 0..9999", 2),      # was a traceback
     (["--source", "{video}", "--save", "/nonexistent/out.mp4"], "does not exist", 1),
     (["--source", "{video}", "--save", "{tmp}/out.gif"], "unsupported video type", 1),
     (["--source", "{video}", "--embeddings", "{tmp}/e.csv"], ".npy or .jsonl", 1),
     (["--source", "{video}", "--heads", "5"], "the model has 3 heads", 2),
     (["--source", "{video}", "--threshold", "2"], "mass fraction", 2),
+    (["--source", "{video}", "--input-size", "100000x100000"], "each side 1..8192", 2),
     (["--source", "{video}", "--device", "cuda"], "use --device cpu", 1),
     (["--source", "{video}", "--precision", "bf16"], "exported in", 2),
     ([], "exactly one of --camera", 2),

@@ -22,6 +22,7 @@ class SlowBackend:
     def __init__(self, inner, delay: float, fail_on_call: int | None = None):
         self.inner, self.delay, self.fail_on_call = inner, delay, fail_on_call
         self.name, self.metadata, self.device = inner.name, inner.metadata, inner.device
+        self.precision, self.runs_on_host = inner.precision, inner.runs_on_host
         self.batches: list[int] = []
 
     def run(self, images):

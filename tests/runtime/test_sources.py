@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dino_core.errors import SourceError
+from dino_core.errors import OptionError, SourceError
 from dino_runtime.sources import ReconnectPolicy, SourceSpec, open_source
+from tests.limits import time_limit
 
 from .conftest import CameraFactory, synthetic_frame, write_video
 
@@ -123,3 +124,67 @@ def test_video_file_via_cv2_index_style_target(video_60):
         return cv2.VideoCapture(target)
     src = open_source(SourceSpec(path=str(video_60), capture_factory=factory))
     assert seen == [str(video_60)] and sum(1 for _ in src.frames()) == 60
+
+
+def _loop_tree(root):
+    """root/a.jpg, root/sub/b.jpg, root/sub/c.png, with root/sub/up -> .. and root/self -> ."""
+    (root / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "sub/b.jpg", "sub/c.png"):
+        cv2.imwrite(str(root / name), synthetic_frame(len(name)))
+    (root / "sub" / "up").symlink_to("..")
+    return root
+
+
+def test_recursive_glob_reads_each_real_file_once_through_a_link_to_the_parent(tmp_path):
+    """One link back to the parent made a ``**`` glob count 3 images as dozens of frames."""
+    root = _loop_tree(tmp_path / "frames")
+    with time_limit(20, "expanding the glob"):
+        src = open_source(SourceSpec(path=f"{root}/**/*.jpg"))
+    assert [f.name for f in src.frames()] == ["a.jpg", "b.jpg"]
+
+
+def test_recursive_glob_through_two_loops_ends_quickly(tmp_path):
+    """Two loops (a link to the parent and one to the folder itself) made glob.glob's search
+    grow exponentially: it ran for minutes. Each real folder is visited once."""
+    root = _loop_tree(tmp_path / "frames")
+    (root / "self").symlink_to(".")
+    with time_limit(20, "expanding the glob"):
+        src = open_source(SourceSpec(path=f"{root}/**/*"))
+    assert sorted(p.name for p in src.paths) == ["a.jpg", "b.jpg", "c.png"]
+
+
+def test_glob_keeps_the_first_name_of_a_file_linked_twice(tmp_path):
+    root = tmp_path / "frames"
+    root.mkdir()
+    cv2.imwrite(str(root / "a.jpg"), synthetic_frame(1))
+    (root / "b.jpg").symlink_to(root / "a.jpg")
+    src = open_source(SourceSpec(path=f"{root}/*.jpg"))
+    assert [p.name for p in src.paths] == ["a.jpg"]
+
+
+def test_recursive_glob_matches_like_glob_module(tmp_path):
+    """Without links, the loop-safe expansion gives exactly what glob.glob gives."""
+    import glob as globmod
+    root = tmp_path / "t"
+    for name in ("a.jpg", "x/b.jpg", "x/y/c.jpg", "x/y/d.png", ".hidden/e.jpg", "x/.f.jpg",
+                 "z [1]/g.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / name), synthetic_frame(1))
+    for pattern in ("**/*.jpg", "x/**/*.jpg", "**/y/*", "*/*.jpg", "**", "x/**", "**/?.png",
+                    "[ax]/**/*.jpg", "z [[]1]/*.jpg"):
+        expected = sorted(p for p in globmod.glob(f"{root}/{pattern}", recursive=True)
+                          if p.lower().endswith((".jpg", ".png")))
+        try:
+            got = [str(p) for p in open_source(SourceSpec(path=f"{root}/{pattern}")).paths]
+        except SourceError:
+            got = []
+        assert got == expected, pattern
+
+
+@pytest.mark.parametrize("index", [-1, 10_000, 99_999_999_999])
+def test_camera_index_out_of_range_is_refused_before_opencv(index):
+    """OpenCV segfaults on -1 and overflows on indices past int32."""
+    opened = []
+    with pytest.raises(OptionError, match=f"--camera {index}: expected a camera index 0..9999"):
+        open_source(SourceSpec(camera=index, capture_factory=opened.append))
+    assert opened == []
