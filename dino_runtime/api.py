@@ -43,7 +43,8 @@ class Runtime:
                  frame_size: tuple[int, int] | None = None, warmup: bool = True) -> None:
         options = BackendOptions(device=device, precision=precision, input_size=input_size,
                                  frame_size=frame_size, threads=threads,
-                                 providers=tuple(providers) if providers else None)
+                                 providers=tuple(providers) if providers else None,
+                                 batch=batch_size)
         self.backend = load_backend(model, backend, options)
         self.metadata = self.backend.metadata
         self.heads = HeadSelection.parse(heads)
@@ -54,10 +55,10 @@ class Runtime:
         self.batch_size, self.pad_to = self.metadata.batch.calls(batch_size)
         self.preprocessor = Preprocessor(InputSpec.from_metadata(self.metadata))
         self.last_summary: RunSummary | None = None
-        if warmup:  # the first call allocates and plans; keep that out of every timing
+        if warmup:  # the first call of a shape allocates and plans; keep that out of timings
             h, w = self.metadata.img_size
-            self.backend.run(stack_padded([self.preprocessor(np.zeros((h, w, 3), np.uint8))],
-                                          self.pad_to))
+            blank = self.preprocessor(np.zeros((h, w, 3), np.uint8))
+            self.backend.run(stack_padded([blank] * self.batch_size, self.pad_to))
 
     @property
     def device(self) -> str:

@@ -143,9 +143,9 @@ def run(opts: RunOptions) -> int:
     runtime = load_runtime(opts, first_frame_hw(source))
     meta = runtime.metadata
     click.echo(f"dino-run: {meta.arch}/{meta.patch_size} {meta.img_size[0]}x{meta.img_size[1]} "
-               f"{meta.precision} on {runtime.backend.name} ({runtime.device}), batch "
-               f"{runtime.batch_size}; {source.info.description}"
-               f"{' (live)' if source.info.live else ''}", err=True)
+               f"on {runtime.backend.name}, device {runtime.device}, precision "
+               f"{runtime.backend.precision}, batch {runtime.batch_size}; "
+               f"{source.info.description}{' (live)' if source.info.live else ''}", err=True)
     needs_image = opts.display or opts.save is not None
     pipe = runtime.pipeline(source, max_frames=opts.max_frames,
                             render=opts.render if needs_image else None,
@@ -175,9 +175,11 @@ def run(opts: RunOptions) -> int:
 @click.option("--masks-dir", type=click.Path(file_okay=False), help="Write one PNG mask per frame into this folder.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference call.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda, cuda:N, or an Intel GPU/NPU by its OpenVINO name (GPU, NPU).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="Checkpoints only (torch backend): bf16 where the CPU supports it.")
+              help="For backends that choose (openvino, torch): auto is bf16 where the CPU has "
+                   "native bf16, else fp32. Other backends run a file in its exported precision.")
 @click.option("--input-size", help="Checkpoints only: HxW to run at (default: short side 224, the source's aspect).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--no-display", is_flag=True, help="No window (headless machines, batch jobs).")

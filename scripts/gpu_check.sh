@@ -123,7 +123,8 @@ from dino_runtime.backends.cuda import tensorrt_libraries_present
 rt_dir = Path(sys.argv[1])
 onnx = rt_dir / "vits8_480.onnx"
 frames = np.random.default_rng(0).integers(0, 256, (32, 480, 640, 3), dtype=np.uint8)
-ref = Runtime(onnx, device="cpu", batch_size=2, threshold=None)(frames[:2])  # the reference
+ref = Runtime(onnx, backend="onnxruntime", device="cpu", batch_size=2,  # the fp32 reference
+              threshold=None)(frames[:2])
 
 def check(name, rt, bf16=False):
     out = rt(frames[:2])

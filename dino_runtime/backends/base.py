@@ -1,12 +1,20 @@
 """What every backend returns and accepts; no backend-specific imports here."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
+from dino_core.errors import BackendUnavailable
 from dino_core.metadata import ModelMetadata
+
+
+class BackendCannotRun(BackendUnavailable):
+    """This backend cannot run this model here, though another may: its package is installed
+    but does not import, or it cannot convert or compile the graph. ``--backend auto`` then
+    says so and tries the next row of the table; a backend asked for by name stops with it."""
 
 
 @dataclass
@@ -32,6 +40,7 @@ class BackendOptions:
     short_side: int = 224                      # it runs at this short side, the frame's aspect
     threads: int | None = None      # CPU threads for inference; None = all cores of this process
     providers: tuple[str, ...] | None = None   # onnxruntime: explicit execution providers
+    batch: int | None = None        # frames per call the caller plans; openvino compiles for it
 
 
 class Backend(Protocol):
@@ -42,3 +51,8 @@ class Backend(Protocol):
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """Graph input (B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs for B frames."""
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (cgroup/affinity aware, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

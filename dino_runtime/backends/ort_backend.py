@@ -10,17 +10,12 @@ import onnxruntime as ort
 from dino_core.errors import ModelError
 from dino_core.metadata import ModelMetadata
 
-from .base import BackendOptions, ModelOutputs
+from .base import BackendOptions, ModelOutputs, cpu_threads
 from .cuda import cuda_device_count, parse_device, require_cuda, tensorrt_libraries_present
 
 CPU_EP = "CPUExecutionProvider"
 CUDA_EP = "CUDAExecutionProvider"
 TENSORRT_EP = "TensorrtExecutionProvider"
-
-
-def cpu_threads() -> int:
-    """Cores this process may run on (cgroup/affinity aware, unlike os.cpu_count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def choose_providers(device: str, model_path: Path) -> list:

@@ -25,7 +25,7 @@ def frames(n: int, size=(96, 160)) -> np.ndarray:
 
 def test_onnxruntime_and_torch_give_the_same_outputs(tiny_onnx, tiny_checkpoint):
     batch = frames(5)
-    ort_rt = Runtime(tiny_onnx, batch_size=4)
+    ort_rt = Runtime(tiny_onnx, backend="onnxruntime", batch_size=4)
     torch_rt = Runtime(tiny_checkpoint, backend="torch", precision="fp32", input_size=MODEL_HW)
     assert ort_rt.backend.name == "onnxruntime" and ort_rt.device == "CPUExecutionProvider"
     assert torch_rt.backend.name == "torch"
@@ -39,7 +39,8 @@ def test_onnxruntime_and_torch_give_the_same_outputs(tiny_onnx, tiny_checkpoint)
 
 def test_baked_uint8_preprocessing_matches_float_graph(tiny_onnx, tiny_onnx_bgr):
     batch = frames(3)
-    float_rt, bgr_rt = Runtime(tiny_onnx), Runtime(tiny_onnx_bgr)
+    float_rt = Runtime(tiny_onnx, backend="onnxruntime")
+    bgr_rt = Runtime(tiny_onnx_bgr, backend="onnxruntime")
     assert bgr_rt.metadata.input_format == "uint8_nhwc_bgr" and bgr_rt(batch).patch is None
     np.testing.assert_allclose(float_rt(batch).cls, bgr_rt(batch).cls, atol=1e-4)
     np.testing.assert_allclose(float_rt(batch).attn, bgr_rt(batch).attn, atol=1e-5)
@@ -65,8 +66,9 @@ def test_torch_backend_default_size_follows_the_source_aspect(tiny_checkpoint):
 
 
 def test_table_picks_by_suffix_and_refuses_mismatches(tiny_onnx, tmp_path):
-    assert set(BACKENDS) == {"tensorrt", "onnxruntime", "torch"}
-    assert backend_for("m.onnx").name == "onnxruntime"
+    assert set(BACKENDS) == {"tensorrt", "openvino", "onnxruntime", "torch"}
+    assert backend_for("m.onnx", device="cuda").name == "onnxruntime"
+    assert backend_for("m.xml").name == "openvino"
     assert backend_for("m.engine").name == "tensorrt"
     assert backend_for("m.pth").name == "torch"
     with pytest.raises(ModelError, match="unknown model type '.bin'"):
@@ -74,7 +76,7 @@ def test_table_picks_by_suffix_and_refuses_mismatches(tiny_onnx, tmp_path):
     with pytest.raises(ModelError, match="--backend torch reads .pth"):
         backend_for(tiny_onnx, "torch")
     with pytest.raises(OptionError, match="unknown backend"):
-        backend_for(tiny_onnx, "openvino")
+        backend_for(tiny_onnx, "tflite")
     with pytest.raises(ModelError, match="no such model file"):
         load_backend(tmp_path / "missing.onnx")
 
