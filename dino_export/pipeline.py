@@ -1,6 +1,7 @@
 """What ``dino-export`` does, step by step, without the command-line parsing.
 
-targets -> load -> export ONNX -> verify through the runtime (on by default) -> commit ->
+targets -> load -> export ONNX -> verify through the runtime on every CPU engine installed
+(ONNX Runtime, and OpenVINO in the precision dino-run's auto gives it; on by default) -> commit ->
 TensorRT engine (when asked). Every failure is a :class:`~dino_core.errors.UserError` with one
 line a user can act on. A file is written beside its final name and takes that name only once it
 has passed verification: a file that fails is kept as ``OUT.onnx.unverified`` and an earlier
@@ -17,6 +18,7 @@ from typing import Callable
 
 from dino_core.errors import UserError
 from dino_core.fileio import partial_path
+from dino_runtime.backends import BackendCannotRun, auto_rows
 
 from .config import ExportConfig, check_img_size
 from .images import ImageSet, verification_sets
@@ -50,7 +52,7 @@ class ExportResult:
 
     @property
     def report(self) -> VerifyReport | None:
-        """The ONNX Runtime verification (the first one run)."""
+        """The ONNX Runtime verification (the first one run; OpenVINO's follows when installed)."""
         return self.reports[0] if self.reports else None
 
 
@@ -80,10 +82,25 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     return result
 
 
+def cpu_engines(path: Path) -> list[str]:
+    """The engines that run ``path`` on CPUs: ONNX Runtime (every install has it), then the
+    ones ``dino-run --backend auto`` would take before it on this machine (OpenVINO when
+    installed), each in the precision auto gives it."""
+    rows = [e.name for e in auto_rows(path, "cpu")]
+    return ["onnxruntime"] + [name for name in rows if name != "onnxruntime"]
+
+
 def _verify_onnx(path: Path, model, inputs: list[ImageSet], log: Log) -> list[VerifyReport]:
-    report = verify_file(path, model, inputs, backend="onnxruntime", device="cpu")
-    log(f"{report.runner} vs PyTorch float32:\n{report.table()}")
-    return [report]
+    reports = []
+    for engine in cpu_engines(path):
+        try:
+            report = verify_file(path, model, inputs, backend=engine, device="cpu")
+        except BackendCannotRun as e:  # auto runs the file on the next engine: nothing to check
+            log(f"{engine}: not verified: {e}; dino-run --backend auto runs it on onnxruntime")
+            continue
+        log(f"{report.runner} vs PyTorch float32:\n{report.table()}")
+        reports.append(report)
+    return reports
 
 
 def _verified(tmp: Path, final: Path, check: Callable[[Path], list[VerifyReport]],
@@ -96,7 +113,8 @@ def _verified(tmp: Path, final: Path, check: Callable[[Path], list[VerifyReport]
         for path in [tmp] + [Path(f"{tmp}{c}") for c in companions]:
             path.unlink(missing_ok=True)
         raise
-    failed = [f for r in reports for f in r.failures] or ([] if reports else ["nothing compared"])
+    failed = ([f"{r.runner}: {f}" for r in reports for f in r.failures]
+              or ([] if reports else ["nothing compared"]))
     target = final if not failed else final.with_name(final.name + ".unverified")
     os.replace(tmp, target)
     for suffix in companions:

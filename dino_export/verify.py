@@ -140,9 +140,10 @@ def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) 
 
 def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
                  precision: str = "auto") -> Runtime:
-    """The file as users open it, without masks (they are computed here for both sides)."""
+    """The file as users open it, without masks (they are computed here for both sides), and
+    without a compile cache (the file is verified under a temporary name)."""
     return Runtime(path, backend=backend, device=device, precision=precision, threshold=None,
-                   batch_size=64, warmup=False)
+                   batch_size=64, warmup=False, compile_cache=False)
 
 
 def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,

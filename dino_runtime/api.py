@@ -40,11 +40,12 @@ class Runtime:
                  batch_size: int = 8, heads: str | int = "mean", threshold: float | None = 0.6,
                  input_size: tuple[int, int] | None = None, precision: str = "auto",
                  threads: int | None = None, providers: Sequence[str] | None = None,
-                 frame_size: tuple[int, int] | None = None, warmup: bool = True) -> None:
+                 frame_size: tuple[int, int] | None = None, warmup: bool = True,
+                 compile_cache: bool = True) -> None:
         options = BackendOptions(device=device, precision=precision, input_size=input_size,
                                  frame_size=frame_size, threads=threads,
                                  providers=tuple(providers) if providers else None,
-                                 batch=batch_size)
+                                 batch=batch_size, compile_cache=compile_cache)
         self.backend = load_backend(model, backend, options)
         self.metadata = self.backend.metadata
         self.heads = HeadSelection.parse(heads)

@@ -41,6 +41,7 @@ class BackendOptions:
     threads: int | None = None      # CPU threads for inference; None = all cores of this process
     providers: tuple[str, ...] | None = None   # onnxruntime: explicit execution providers
     batch: int | None = None        # frames per call the caller plans; openvino compiles for it
+    compile_cache: bool = True      # openvino: keep compiled models beside the model file
 
 
 class Backend(Protocol):

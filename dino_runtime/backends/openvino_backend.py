@@ -198,7 +198,8 @@ class OpenVINOBackend:
         self.metadata = read_metadata(self.model, str(path))
         self._outputs = self._check_graph(self.model, path)
         self.device_name = device
-        self.config = compile_config(device, precision, options.threads, cache_dir(path))
+        cache = cache_dir(path) if options.compile_cache else None
+        self.config = compile_config(device, precision, options.threads, cache)
         self._requests: dict[int, object] = {}
         batch = self.metadata.batch
         first = batch.calls(options.batch or batch.opt)[0] if batch.dynamic else batch.fixed
