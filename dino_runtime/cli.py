@@ -109,6 +109,13 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
     return runtime
 
 
+def precision_text(backend) -> str:
+    """``bf16``, or ``int8 (other ops bf16)`` for an int8 file whose float ops the engine chose."""
+    other = getattr(backend, "float_precision", backend.precision)
+    quantized = backend.precision == "int8" and other != "fp32"
+    return f"{backend.precision} (other ops {other})" if quantized else backend.precision
+
+
 def consume(pipe: Pipeline, sinks: list[Sink], display: Display | None) -> None:
     """The main-thread stage: write every result, show it, stop on q/Esc."""
     with contextlib.closing(pipe.run()) as results:
@@ -144,7 +151,7 @@ def run(opts: RunOptions) -> int:
     meta = runtime.metadata
     click.echo(f"dino-run: {meta.arch}/{meta.patch_size} {meta.img_size[0]}x{meta.img_size[1]} "
                f"on {runtime.backend.name}, device {runtime.device}, precision "
-               f"{runtime.backend.precision}, batch {runtime.batch_size}; "
+               f"{precision_text(runtime.backend)}, batch {runtime.batch_size}; "
                f"{source.info.description}{' (live)' if source.info.live else ''}", err=True)
     needs_image = opts.display or opts.save is not None
     pipe = runtime.pipeline(source, max_frames=opts.max_frames,

@@ -121,6 +121,11 @@ def compile_config(device: str, precision: str | None, threads: int | None,
     if device == "CPU":
         # One compute thread per core this process may use (as ONNX Runtime's intra-op pool).
         config["INFERENCE_NUM_THREADS"] = threads or cpu_threads()
+        # Threads not pinned to cores: dino-run's decode, render and encode threads share the
+        # cores, and a pinned thread that one of them preempts stalls every barrier of the
+        # op. ViT-S/16 int8, 2 cores, 120 frames of 01_dog.mp4 with --show-attention --save:
+        # 19.3 frames/s pinned, 25.8 unpinned (model alone 33.3 both).
+        config["ENABLE_CPU_PINNING"] = False
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = OV_PRECISION[precision]
     if cache is not None:
@@ -206,8 +211,9 @@ class OpenVINOBackend:
         compiled = self._compile(first)
         computed = FROM_OV.get(compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
                                "fp32")
+        self.float_precision = computed  # what the ops outside an int8 file's products run in
         self.precision = run_precision(self.metadata.precision, computed)
-        self.device = device if self.precision == computed else f"{device}, float ops {computed}"
+        self.device = device
 
     def _check_graph(self, model, path: Path) -> list[str]:
         names = [name for output in model.outputs for name in output.get_names()]

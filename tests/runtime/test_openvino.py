@@ -85,7 +85,7 @@ def test_int8_file_matches_onnxruntime_within_the_int8_bounds(exported, photo_fr
     _, ort_int8 = outputs(exported["int8"], "onnxruntime", photo_frames)
     rt, ov_int8 = outputs(exported["int8"], "openvino", photo_frames)
     assert rt.backend.precision == "int8"
-    assert rt.device == ("CPU" if AUTO_PRECISION == "fp32" else "CPU, float ops bf16")
+    assert rt.device == "CPU" and rt.backend.float_precision == AUTO_PRECISION
     check_bounds("int8", f"{photos[0]} vs ORT fp32", ref, ov_int8)
     check_bounds("int8", f"{photos[0]} vs ORT int8", ort_int8, ov_int8)
 
@@ -97,6 +97,7 @@ def test_compile_settings_and_cache_beside_the_model(tiny_onnx, tmp_path):
     assert compiled.get_property("INFERENCE_NUM_THREADS") == len(os.sched_getaffinity(0))
     assert str(compiled.get_property("PERFORMANCE_HINT")) == "LATENCY"
     assert int(compiled.get_property("NUM_STREAMS")) == 1
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
     blobs = list((tmp_path / ".m.onnx.openvino-cache").glob("*.blob"))
     assert len(blobs) == 1
     frames = np.random.default_rng(0).integers(0, 256, (8, 96, 160, 3), dtype=np.uint8)
