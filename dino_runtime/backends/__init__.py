@@ -176,6 +176,17 @@ def load_backend(model_path: str | os.PathLike, name: str = "auto",
     return rows[-1].load(model_path, options)
 
 
+def markdown_table() -> str:
+    """The README's table of backends, in auto's order (kept in sync by a test)."""
+    rows = ["| backend (auto's order) | reads | devices | `--precision` | needs |",
+            "| --- | --- | --- | --- | --- |"]
+    for e in BACKENDS.values():
+        precision = ", ".join(("auto",) + e.precisions) if e.precisions else "the file's"
+        rows.append(f"| `{e.name}` | {', '.join(f'`{s}`' for s in e.suffixes)} | "
+                    f"{', '.join(e.devices)} | {precision} | `{e.install_hint}` |")
+    return "\n".join(rows)
+
+
 __all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendCannotRun", "BackendEntry",
            "BackendOptions", "ModelOutputs", "auto_rows", "backend_for", "device_kind",
-           "load_backend"]
+           "load_backend", "markdown_table"]

@@ -10,11 +10,17 @@ import pytest
 
 from dino_core.errors import BackendUnavailable, ModelError, OptionError
 from dino_runtime import Runtime
-from dino_runtime.backends import BACKENDS, BackendOptions, backend_for, load_backend
+from dino_runtime.backends import (
+    BACKENDS,
+    BackendOptions,
+    backend_for,
+    load_backend,
+    markdown_table,
+)
 from dino_runtime.backends.cuda import cuda_device_count
 from dino_runtime.backends.ort_backend import choose_providers
 
-from .conftest import MODEL_HW, synthetic_frame
+from .conftest import MODEL_HW, ROOT, synthetic_frame
 
 PARITY_TOL = 1e-4  # fp32 ORT vs PyTorch on the same weights (export verifies 1e-5 per graph)
 
@@ -117,3 +123,11 @@ def test_tensorrt_engine_without_tensorrt_says_what_to_install(tmp_path):
     from dino_runtime.backends.trt_backend import TensorRTBackend
     with pytest.raises(BackendUnavailable, match="GPUs only"):
         TensorRTBackend(engine, BackendOptions(device="cpu"))
+
+
+def test_readme_has_the_backend_table_in_autos_order_and_the_rule():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Backends\n")
+    section = text[start:text.index("\n## ", start + 1)]
+    assert markdown_table() in section
+    assert "**`--backend auto`** takes the first row of the table, in this order" in section

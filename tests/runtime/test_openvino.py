@@ -322,3 +322,13 @@ def test_no_connection_from_native_code_either(tiny_onnx, video_60, tmp_path):
     assert "frames 60" in text and created == []
     calls = trace.read_text().splitlines()
     assert not [c for c in calls if "AF_INET" in c], calls
+
+
+def test_an_openvino_ir_of_an_exported_file_runs_with_its_metadata(tiny_onnx, tmp_path):
+    ovb.ov.save_model(ovb.read_graph(ovb.ov.Core(), tiny_onnx), str(tmp_path / "m.xml"),
+                      compress_to_fp16=False)
+    frames = np.random.default_rng(2).integers(0, 256, (3, 96, 160, 3), dtype=np.uint8)
+    ir = Runtime(tmp_path / "m.xml", precision="fp32")
+    ref = Runtime(tiny_onnx, backend="onnxruntime")
+    assert ir.backend.name == "openvino" and ir.metadata == ref.metadata
+    np.testing.assert_allclose(ir(frames).cls, ref(frames).cls, atol=1e-4)
