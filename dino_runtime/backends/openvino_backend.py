@@ -19,6 +19,7 @@ import importlib
 import os
 import re
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -183,11 +184,16 @@ def run_precision(file_precision: str, computed: str) -> str:
 class OpenVINOBackend:
     """An exported ``.onnx`` (or IR ``.xml``) file compiled by OpenVINO.
 
-    Each batch size is compiled as a static shape, on first use (and the first at load, so that
-    a model OpenVINO cannot compile fails here, where ``--backend auto`` can fall back): an int8
-    graph compiled with a dynamic batch runs other kernels and loses accuracy (OpenVINO 2026.4,
-    ViT-Tiny/16 on 8 Imagenette photos: CLS cosine to fp32 0.981 dynamic, 0.993 static; ONNX
-    Runtime 0.993).
+    Each batch size is compiled as a static shape (the first at load, so that a model OpenVINO
+    cannot compile fails here, where ``--backend auto`` can fall back): an int8 graph compiled
+    with a dynamic batch runs other kernels and loses accuracy (OpenVINO 2026.4, ViT-Tiny/16 on
+    8 Imagenette photos: CLS cosine to fp32 0.981 dynamic, 0.993 static; ONNX Runtime 0.993).
+
+    A call with a batch size not compiled yet (a video's last, partial batch; a camera's
+    frames-ready count) is padded to the next compiled size, until the time spent on padding
+    rows for that size exceeds what compiling it took; then it is compiled (rent or buy: never
+    more than twice the cheaper of the two). A 60-frame clip at batch 8 pads its last 4 frames
+    instead of compiling a fourth shape; a live source ends up with its sizes compiled.
     """
 
     name = "openvino"
@@ -208,6 +214,8 @@ class OpenVINOBackend:
         cache = cache_dir(path) if options.compile_cache else None
         self.config = compile_config(device, precision, options.threads, cache)
         self._requests: dict[int, object] = {}
+        self._compile_seconds = 0.0               # the longest compile so far
+        self._padding_seconds: dict[int, float] = {}  # batch size -> time spent on pad rows
         batch = self.metadata.batch
         first = batch.calls(options.batch or batch.opt)[0] if batch.dynamic else batch.fixed
         compiled = self._compile(first)
@@ -234,13 +242,25 @@ class OpenVINOBackend:
         shape = model.input(self.metadata.input_name).get_partial_shape()
         shape[0] = batch
         model.reshape({self.metadata.input_name: shape})
+        start = time.perf_counter()
         try:
             compiled = self.core.compile_model(model, self.device_name, self.config)
         except Exception as e:  # RuntimeError, or OpenVINO's own types
             raise BackendCannotRun(f"OpenVINO cannot compile {self.path.name} for "
                                    f"{self.device_name} ({_reason(e)})") from None
         self._requests[batch] = compiled.create_infer_request()
+        self._compile_seconds = max(self._compile_seconds, time.perf_counter() - start)
         return compiled
+
+    def _batch_for(self, n: int) -> int:
+        """The compiled batch size a call of ``n`` frames runs at (see the class docstring)."""
+        if n in self._requests:
+            return n
+        larger = [b for b in self._requests if b > n]
+        if larger and self._padding_seconds.get(n, 0.0) < self._compile_seconds:
+            return min(larger)
+        self._compile(n)
+        return n
 
     @property
     def compiled(self):
@@ -249,12 +269,19 @@ class OpenVINOBackend:
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """(B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs, see ModelOutputs."""
-        if len(images) not in self._requests:
-            self._compile(len(images))
+        n = len(images)
+        batch = self._batch_for(n)
+        if batch > n:
+            images = np.concatenate([images, np.zeros((batch - n, *images.shape[1:]),
+                                                      images.dtype)])
+        start = time.perf_counter()
         # share_inputs: the request reads the caller's array in place (no copy; infer is
         # synchronous). Outputs are copied (share_outputs=False): the request reuses its
         # buffers on the next call, while the pipeline still post-processes this batch.
-        result = self._requests[len(images)].infer({self.metadata.input_name: images},
-                                                   share_inputs=True, share_outputs=False)
-        named = {name: result[name] for name in self._outputs}
+        result = self._requests[batch].infer({self.metadata.input_name: images},
+                                             share_inputs=True, share_outputs=False)
+        if batch > n:
+            spent = (time.perf_counter() - start) * (batch - n) / batch
+            self._padding_seconds[n] = self._padding_seconds.get(n, 0.0) + spent
+        named = {name: result[name][:n] for name in self._outputs}
         return ModelOutputs(named["cls"], named["attn"], named.get("patch"))

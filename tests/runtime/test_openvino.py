@@ -113,6 +113,23 @@ def test_compile_settings_and_cache_beside_the_model(tiny_onnx, tmp_path):
     assert np.abs(again - first).max() > 0.1
 
 
+def test_an_uncompiled_batch_size_is_padded_until_compiling_it_pays(tiny_onnx):
+    rt = Runtime(tiny_onnx, backend="openvino", batch_size=4, precision="fp32", warmup=False)
+    backend = rt.backend
+    frames = np.random.default_rng(3).integers(0, 256, (3, 96, 160, 3), dtype=np.uint8)
+    x = np.stack([rt.preprocessor(f) for f in frames])
+    full = backend.run(np.concatenate([x, x[:1]]))       # the batch size compiled at load
+    backend._compile_seconds = 1e9                        # a compile would cost more: pad
+    padded = backend.run(x)
+    assert sorted(backend._requests) == [4] and len(padded) == 3
+    np.testing.assert_allclose(padded.cls, full.cls[:3], atol=1e-5)
+    np.testing.assert_allclose(padded.attn, full.attn[:3], atol=1e-6)
+    backend._compile_seconds = 0.0                        # padding has cost more: compile
+    compiled = backend.run(x)
+    assert sorted(backend._requests) == [3, 4]
+    np.testing.assert_allclose(compiled.cls, full.cls[:3], atol=1e-5)
+
+
 def test_auto_takes_the_first_installed_row_that_reads_the_file_on_the_device(monkeypatch):
     assert [e.name for e in auto_rows("m.onnx", "cpu")] == ["openvino", "onnxruntime"]
     assert [e.name for e in auto_rows("m.onnx", "cuda:1")] == ["onnxruntime"]
