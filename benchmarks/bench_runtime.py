@@ -7,20 +7,25 @@
 
 In one run, on the same video, weights and input size (short side 224 at the video's aspect,
 or ``--img-size H W`` for both sides):
-  1. the machine's matrix-multiply peaks (gemm_peak.py: fp32, bf16, int8; OpenVINO and PyTorch);
+  1. the machine's matrix-multiply peaks (gemm_peak.py: fp32, bf16, int8; OpenVINO and
+     PyTorch), at the start and again at the end: the higher of the two is the peak;
   2. the naive loop (naive_loop.py, mirroring the official ``video_generation.py``) as a whole
-     process: its wall time (start-up included) and its loop's frames/s;
+     process, at the start and again at the end: its wall time (start-up included) and its
+     loop's frames/s; the faster of the two runs is the baseline;
   3. the exported files (fp32, and int8 calibrated on frames of another clip) and each CPU
-     candidate's verified accuracy against PyTorch fp32 (dino_export.verify, through the
-     backend and precision the candidate runs);
-  4. each candidate's model-only throughput on preprocessed frames, batch 1 and N, and as a
-     fraction of the bf16 and int8 GEMM peaks;
+     candidate's model-only throughput on preprocessed frames, batch 1 and N;
+  4. the three fastest candidates' verified accuracy against PyTorch fp32 (dino_export.verify,
+     through the backend and precision the candidate runs);
   5. ``dino-run --show-attention --save out.mp4`` as a whole process (the attention overlay at
-     the source's resolution): wall time with a cold compile cache and a warm one, and its
-     steady-state frames/s (the run summary's), against the naive loop's, and against
-     model-only (the pipeline's overhead);
+     the source's resolution): the fastest candidate with a cold compile cache, then warm at
+     batch 1 and N, the next two warm; wall time and the steady-state frames/s of the run
+     summary;
   6. where the start-up goes, against a 60-frame clip;
-  7. optionally, peak resident memory of ``dino-run`` over a long synthetic video.
+  7. optionally, peak resident memory of ``dino-run`` over a long synthetic video;
+  8. a summary: model-only as a fraction of the peaks, dino-run against the naive loop (whole
+     process and steady state) and against model-only (the pipeline's overhead).
+This machine is shared: every measurement says how much of the CPU other processes took
+meanwhile (``Others``).
 Random weights (seed 0) unless --checkpoint is given: speed does not depend on the values, the
 accuracy columns are those of these weights. Prints Markdown for BENCHMARKS.md.
 """
@@ -317,6 +322,92 @@ def versions() -> str:
     return ", ".join(f"{p} {version(p)}" for p in ("torch", "onnxruntime", "openvino"))
 
 
+def gemm_round(repeats: int, when: str) -> dict[str, float]:
+    """One round of GEMM peaks, printed; {precision: best GFLOP/s over engines and shapes}."""
+    print(f"GEMM peaks, {when} (best of {repeats} calls, all cores):\n")
+    print("| product | precision | OpenVINO GFLOP/s (GOP/s int8) | PyTorch |\n|---|---|---|---|")
+    with Others() as others:
+        gemm = measure_gemm(repeats)
+    print(f"\n(other processes took {others.share:.0%} of the CPU meanwhile)\n")
+    return {p: max(v for (_, _, q), v in gemm.items() if q == p) for p in ("bf16", "int8")}
+
+
+def naive_round(args, arch, weights: Path, video: Path, frames: int, resize: list[int],
+                work: Path, when: str) -> NaiveRun:
+    naive = naive_process(arch, weights, video, frames, resize, work, args.official_code)
+    code = "the official vision_transformer.py" if args.official_code else "this toolkit's ViT"
+    print(f"naive official-style loop, {when} ({code}, PyTorch fp32, batch 1): whole process "
+          f"{naive.wall:.1f} s; its loop {naive.loop:.1f} s = {naive.loop_fps:.2f} frames/s "
+          f"(other processes took {naive.others:.0%} of the CPU meanwhile)\n")
+    return naive
+
+
+def model_only_table(candidates: list[Candidate], frames: np.ndarray, batches: list[int],
+                     seconds: float, gflops: float) -> None:
+    print("| candidate (runs in) | batch | model-only frames/s | GFLOP/s | others' CPU |\n"
+          "|---|---|---|---|---|")
+    for c in candidates:
+        for batch in batches:
+            c.speeds[batch] = fps = model_only(c, frames, batch, seconds)
+            print(f"| {c.label} | {batch} | {fps:.2f} | {fps * gflops:.0f} | "
+                  f"{c.others[batch]:.0%} |", flush=True)
+
+
+def accuracy(candidates: list[Candidate], model, size, photos: Path | None) -> None:
+    print("\nVerified accuracy (dino_export.verify through the candidate's backend, against "
+          "PyTorch fp32; Imagenette photos when present, synthetic scenes, noise):\n")
+    for c in candidates:
+        sets = verification_sets(size, photos, count=8, noise=4)
+        report = verify_file(c.model, model, sets, backend=c.backend, device="cpu")
+        print(f"{c.label} ({report.runner}):\n```\n{report.table()}\n```")
+
+
+def end_to_end(best: Candidate, others: list[Candidate], video: Path, frames: int,
+               batches: list[int], work: Path) -> list[EndToEnd]:
+    """The fastest candidate with a cold compile cache, then warm at every batch; the others
+    warm at their best batch."""
+    runs = [dino_run(best, video, frames, best.best_batch, work / "cold.mp4", True)]
+    runs += [dino_run(best, video, frames, b, work / f"best_{b}.mp4", False) for b in batches]
+    runs += [dino_run(c, video, frames, c.best_batch, work / f"{i}.mp4", False)
+             for i, c in enumerate(others)]
+    for r in runs:
+        print(f"{r.label}, batch {r.batch}, {r.cache} cache: whole process {r.wall:.2f} s; "
+              f"`{r.summary}` (others' CPU {r.others:.0%})")
+    return runs
+
+
+def startup_section(best: Candidate, video: Path, frames: int, work: Path) -> None:
+    short = dino_run(best, video, frames, best.best_batch, work / "short.mp4", False)
+    print(f"\nStart-up against a {frames}-frame clip ({best.label}, batch {best.best_batch}, "
+          f"warm cache): whole process {short.wall:.2f} s, of which the pipeline "
+          f"{short.pipeline_s:.2f} s and everything else {short.wall - short.pipeline_s:.2f} s "
+          f"(others' CPU {short.others:.0%}):\n")
+    print("| file, batch | interpreter s | imports s | model load s (cold / warm cache) | "
+          "first call's extra s | one call s |\n|---|---|---|---|---|---|")
+    print(startup_breakdown(best, best.best_batch))
+
+
+def summary(candidates: list[Candidate], runs: list[EndToEnd], naive: NaiveRun,
+            peak: dict[str, float], gflops: float, frame_size: str, frames: int) -> None:
+    print(f"\n### Summary (naive: the faster of its two runs, {naive.wall:.1f} s whole, "
+          f"{naive.loop_fps:.2f} frames/s in its loop; peaks: the higher of the two rounds, "
+          f"bf16 {peak['bf16']:.0f} GFLOP/s, int8 {peak['int8']:.0f} GOP/s)\n")
+    print("| candidate (runs in) | batch | model-only frames/s | GFLOP/s | of bf16 peak | "
+          "of int8 peak |\n|---|---|---|---|---|---|")
+    for c in candidates:
+        for batch, fps in c.speeds.items():
+            print(f"| {c.label} | {batch} | {fps:.2f} | {fps * gflops:.0f} | "
+                  f"{fps * gflops / peak['bf16']:.0%} | {fps * gflops / peak['int8']:.0%} |")
+    print(f"\n| dino-run --show-attention --save mp4 ({frame_size}), {frames} frames | batch | "
+          f"compile cache | whole process s | x naive whole | steady frames/s | x naive loop | "
+          f"of model-only | peak RSS MiB | others' CPU |\n|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        c = next(c for c in candidates if c.label == r.label)
+        print(f"| {r.label} | {r.batch} | {r.cache} | {r.wall:.2f} | {naive.wall / r.wall:.2f}x | "
+              f"{r.fps:.2f} | {r.fps / naive.loop_fps:.2f}x | {r.fps / c.speeds[r.batch]:.0%} | "
+              f"{r.peak_mib:.0f} | {r.others:.0%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="vit_s16")
@@ -346,12 +437,7 @@ def main() -> None:
           f"{platform.node()} {platform.machine()} {CORES} cores, {versions()}; "
           f"load average {os.getloadavg()[0]:.2f}")
     print(f"command: {' '.join(sys.argv)}\n")
-
-    print(f"GEMM peaks (best of {args.gemm_repeats} calls, all cores):\n")
-    print("| product | precision | OpenVINO GFLOP/s (GOP/s int8) | PyTorch |\n|---|---|---|---|")
-    gemm = measure_gemm(args.gemm_repeats)
-    peak = {p: max(v for (_, _, q), v in gemm.items() if q == p) for p in ("bf16", "int8")}
-    print(f"\npeaks used below: bf16 {peak['bf16']:.0f} GFLOP/s, int8 {peak['int8']:.0f} GOP/s\n")
+    peaks = [gemm_round(args.gemm_repeats, "first round")]
 
     frames = read_frames(video, args.frames)
     size = tuple(args.img_size) if args.img_size else fit_size(frames.shape[1:3], args.short_side,
@@ -359,74 +445,38 @@ def main() -> None:
     resize = list(args.img_size) if args.img_size else [args.short_side]
     torch.manual_seed(0)
     model = arch.build().eval()
-    weights = work / f"{args.arch}.pth"
     if args.checkpoint:
         from dino_models.checkpoint import load_backbone
         model, _ = load_backbone(args.checkpoint)
+    weights = work / f"{args.arch}.pth"
     torch.save(model.state_dict(), weights)
     described = f"trained: {args.checkpoint}" if args.checkpoint else "random weights (seed 0)"
     gflops = vit_gflops(model.embed_dim, len(model.blocks), arch.patch_size, size)
     print(f"{arch.short_name}, {described}; {len(frames)} frames of {video.name} "
           f"{frames.shape[2]}x{frames.shape[1]}; dino-run input {size[0]}x{size[1]} "
           f"({gflops:.1f} GFLOP/frame); naive loop: torchvision Resize({', '.join(map(str, resize))})"
-          f", cropped to the patch grid")
-
-    naive = naive_process(arch, weights, video, len(frames), resize, work / "naive",
-                          args.official_code)
-    code = "the official vision_transformer.py" if args.official_code else "this toolkit's ViT"
-    print(f"\nnaive official-style loop ({code}, PyTorch fp32, batch 1): whole process "
-          f"{naive.wall:.1f} s; its loop {naive.loop:.1f} s = {naive.loop_fps:.2f} frames/s "
-          f"(other processes took {naive.others:.0%} of the CPU meanwhile)\n")
+          f", cropped to the patch grid\n")
+    naives = [naive_round(args, arch, weights, video, len(frames), resize, work / "naive1",
+                          "first run")]
 
     calib = Path(args.calib_video) if Path(args.calib_video).is_file() else None
     candidates = build_candidates(model, size, work, calib, args.engines.split(","))
-    photos = verify_photos(work)
-    print("| candidate (runs in) | batch | model-only frames/s | GFLOP/s | of bf16 peak | "
-          "of int8 peak | others' CPU |\n|---|---|---|---|---|---|---|")
-    for c in candidates:
-        for batch in sorted({1, args.batch}):
-            c.speeds[batch] = fps = model_only(c, frames, batch, args.seconds)
-            print(f"| {c.label} | {batch} | {fps:.2f} | {fps * gflops:.0f} | "
-                  f"{fps * gflops / peak['bf16']:.0%} | {fps * gflops / peak['int8']:.0%} | "
-                  f"{c.others[batch]:.0%} |",
-                  flush=True)
-
+    batches = sorted({1, args.batch})
+    model_only_table(candidates, frames, batches, args.seconds, gflops)
     ranked = sorted(candidates, key=lambda c: -c.speeds[c.best_batch])
-    chosen = ranked[:3]
-    print("\nVerified accuracy (dino_export.verify through the candidate's backend, against "
-          "PyTorch fp32; Imagenette photos when present, synthetic scenes, noise):\n")
-    for c in chosen:
-        sets = verification_sets(size, photos, count=8, noise=4)
-        report = verify_file(c.model, model, sets, backend=c.backend, device="cpu")
-        print(f"{c.label} ({report.runner}):\n```\n{report.table()}\n```")
-
-    best = ranked[0]
-    runs = [dino_run(best, video, len(frames), best.best_batch, work / "best_cold.mp4", True)]
-    runs += [dino_run(c, video, len(frames), c.best_batch, work / f"{i}.mp4", False)
-             for i, c in enumerate(chosen)]
-    print(f"\n| dino-run --show-attention --save mp4 ({frames.shape[2]}x{frames.shape[1]}), "
-          f"{len(frames)} frames | batch | compile cache | whole process s | x naive whole "
-          f"({naive.wall:.1f} s) | steady frames/s | x naive loop ({naive.loop_fps:.2f}) | "
-          f"of model-only | peak RSS MiB | others' CPU |\n|---|---|---|---|---|---|---|---|---|---|")
-    for r in runs:
-        c = next(c for c in candidates if c.label == r.label)
-        print(f"| {r.label} | {r.batch} | {r.cache} | {r.wall:.2f} | {naive.wall / r.wall:.2f}x | "
-              f"{r.fps:.2f} | {r.fps / naive.loop_fps:.2f}x | {r.fps / c.speeds[r.batch]:.0%} | "
-              f"{r.peak_mib:.0f} | {r.others:.0%} |")
-    for r in runs:
-        print(f"\n{r.label}, batch {r.batch}, {r.cache}: `{r.summary}`")
-
-    short = dino_run(best, video, min(60, len(frames)), best.best_batch, work / "short.mp4",
-                     False)
-    print(f"\nStart-up against a {min(60, len(frames))}-frame clip ({best.label}, warm cache): "
-          f"whole process {short.wall:.2f} s, of which the pipeline {short.pipeline_s:.2f} s "
-          f"and everything else {short.wall - short.pipeline_s:.2f} s (others' CPU "
-          f"{short.others:.0%}):\n")
-    print("| file, batch | interpreter s | imports s | model load s (cold / warm cache) | "
-          "first call's extra s | one call s |\n|---|---|---|---|---|---|")
-    print(startup_breakdown(best, best.best_batch))
+    accuracy(ranked[:3], model, size, verify_photos(work))
+    print()
+    runs = end_to_end(ranked[0], ranked[1:3], video, len(frames), batches, work)
+    startup_section(ranked[0], video, min(60, len(frames)), work)
     if args.memory_frames:
         print("\nLong run: " + memory_run(args.memory_frames, work))
+    print()
+    naives.append(naive_round(args, arch, weights, video, len(frames), resize, work / "naive2",
+                              "second run"))
+    peaks.append(gemm_round(args.gemm_repeats, "second round"))
+    peak = {p: max(r[p] for r in peaks) for p in ("bf16", "int8")}
+    summary(candidates, runs, min(naives, key=lambda n: n.wall), peak, gflops,
+            f"{frames.shape[2]}x{frames.shape[1]}", len(frames))
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; work files in {work}")
 
 
