@@ -66,12 +66,26 @@ NAIVE = [sys.executable, str(ROOT / "benchmarks" / "naive_loop.py")]
 CORES = len(os.sched_getaffinity(0))
 
 
-def vit_gflops(embed: int, depth: int, patch: int, size: tuple[int, int], mlp: int = 4) -> float:
-    """Multiply-adds x 2 of one frame through the ViT (patch embedding, blocks), in GFLOP."""
+def vit_gflops(embed: int, depth: int, patch: int, size: tuple[int, int], mlp: int = 4
+               ) -> tuple[float, float]:
+    """Multiply-adds x 2 of one frame through the ViT, in GFLOP: (the weight products: patch
+    embedding, qkv, proj, fc1, fc2, which an int8 file quantizes; the attention products
+    q k^T and p v, which stay float)."""
     n = (size[0] // patch) * (size[1] // patch) + 1
-    embed_flops = 2 * (n - 1) * 3 * patch * patch * embed
-    per_block = 2 * n * embed * (3 * embed + embed + 2 * mlp * embed) + 2 * 2 * n * n * embed
-    return (embed_flops + depth * per_block) / 1e9
+    weights = 2 * (n - 1) * 3 * patch * patch * embed + depth * 2 * n * embed * (
+        3 * embed + embed + 2 * mlp * embed)
+    attention = depth * 2 * 2 * n * n * embed
+    return weights / 1e9, attention / 1e9
+
+
+def ceiling(c: "Candidate", split: tuple[float, float], peak: dict[str, float]) -> float:
+    """The GFLOP/s a candidate could reach if every product ran at the machine's peak for its
+    precision: bf16 (or fp32 files run in bf16) at the bf16 peak; an int8 file's weight
+    products at the int8 peak and its attention products at the bf16 peak."""
+    weights, attention = split
+    if c.file == "int8":
+        return (weights + attention) / (weights / peak["int8"] + attention / peak["bf16"])
+    return peak["bf16"] if c.precision == "bf16" else peak.get(c.precision, peak["bf16"])
 
 
 class Others:
@@ -329,7 +343,8 @@ def gemm_round(repeats: int, when: str) -> dict[str, float]:
     with Others() as others:
         gemm = measure_gemm(repeats)
     print(f"\n(other processes took {others.share:.0%} of the CPU meanwhile)\n")
-    return {p: max(v for (_, _, q), v in gemm.items() if q == p) for p in ("bf16", "int8")}
+    return {p: max(v for (_, _, q), v in gemm.items() if q == p)
+            for p in ("fp32", "bf16", "int8")}
 
 
 def naive_round(args, arch, weights: Path, video: Path, frames: int, resize: list[int],
@@ -388,16 +403,22 @@ def startup_section(best: Candidate, video: Path, frames: int, work: Path) -> No
 
 
 def summary(candidates: list[Candidate], runs: list[EndToEnd], naive: NaiveRun,
-            peak: dict[str, float], gflops: float, frame_size: str, frames: int) -> None:
+            peak: dict[str, float], split: tuple[float, float], frame_size: str,
+            frames: int) -> None:
+    gflops = sum(split)
     print(f"\n### Summary (naive: the faster of its two runs, {naive.wall:.1f} s whole, "
           f"{naive.loop_fps:.2f} frames/s in its loop; peaks: the higher of the two rounds, "
-          f"bf16 {peak['bf16']:.0f} GFLOP/s, int8 {peak['int8']:.0f} GOP/s)\n")
+          f"fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s, int8 {peak['int8']:.0f} "
+          f"GOP/s; {split[1] / gflops:.0%} of the model's work is attention products)\n")
     print("| candidate (runs in) | batch | model-only frames/s | GFLOP/s | of bf16 peak | "
-          "of int8 peak |\n|---|---|---|---|---|---|")
+          "of int8 peak | of its ceiling |\n|---|---|---|---|---|---|---|")
     for c in candidates:
         for batch, fps in c.speeds.items():
-            print(f"| {c.label} | {batch} | {fps:.2f} | {fps * gflops:.0f} | "
-                  f"{fps * gflops / peak['bf16']:.0%} | {fps * gflops / peak['int8']:.0%} |")
+            rate = fps * gflops
+            print(f"| {c.label} | {batch} | {fps:.2f} | {rate:.0f} | {rate / peak['bf16']:.0%} | "
+                  f"{rate / peak['int8']:.0%} | {rate / ceiling(c, split, peak):.0%} |")
+    print("\n(ceiling: every product at the peak of the precision it runs in; an int8 file's "
+          "attention products run in bf16)")
     print(f"\n| dino-run --show-attention --save mp4 ({frame_size}), {frames} frames | batch | "
           f"compile cache | whole process s | x naive whole | steady frames/s | x naive loop | "
           f"of model-only | peak RSS MiB | others' CPU |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -451,7 +472,8 @@ def main() -> None:
     weights = work / f"{args.arch}.pth"
     torch.save(model.state_dict(), weights)
     described = f"trained: {args.checkpoint}" if args.checkpoint else "random weights (seed 0)"
-    gflops = vit_gflops(model.embed_dim, len(model.blocks), arch.patch_size, size)
+    split = vit_gflops(model.embed_dim, len(model.blocks), arch.patch_size, size)
+    gflops = sum(split)
     print(f"{arch.short_name}, {described}; {len(frames)} frames of {video.name} "
           f"{frames.shape[2]}x{frames.shape[1]}; dino-run input {size[0]}x{size[1]} "
           f"({gflops:.1f} GFLOP/frame); naive loop: torchvision Resize({', '.join(map(str, resize))})"
@@ -474,8 +496,8 @@ def main() -> None:
     naives.append(naive_round(args, arch, weights, video, len(frames), resize, work / "naive2",
                               "second run"))
     peaks.append(gemm_round(args.gemm_repeats, "second round"))
-    peak = {p: max(r[p] for r in peaks) for p in ("bf16", "int8")}
-    summary(candidates, runs, min(naives, key=lambda n: n.wall), peak, gflops,
+    peak = {p: max(r[p] for r in peaks) for p in peaks[0]}
+    summary(candidates, runs, min(naives, key=lambda n: n.wall), peak, split,
             f"{frames.shape[2]}x{frames.shape[1]}", len(frames))
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}; work files in {work}")
 
