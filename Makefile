@@ -9,9 +9,10 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 .PHONY: venv sysdeps test demo clean
 
 # System packages some tests need: the C example (cmake, a C compiler with its sanitizer
-# runtimes) and the display test (Xvfb, xdotool, xwd). Installed when missing and we may
-# (root + apt); otherwise those tests skip and name what is missing.
-SYSDEPS := cmake gcc xvfb xdotool x11-apps
+# runtimes), the display test (Xvfb, xdotool, xwd) and the no-telemetry test (strace).
+# Installed when missing and we may (root + apt); otherwise those tests skip and name what is
+# missing.
+SYSDEPS := cmake gcc xvfb xdotool x11-apps strace
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

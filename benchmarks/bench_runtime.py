@@ -1,35 +1,48 @@
-"""Runtime benchmark: the official-style per-frame loop against ``dino-run``, on one video.
+"""Runtime benchmark: ``dino-run`` against the naive official-style loop, whole processes.
 
-    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_runtime.py                # ViT-S/16
-    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_runtime.py --arch vit_s8 --frames 30
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_runtime.py --official-code /tmp/dino_ref
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_runtime.py --arch vit_s8 --official-code ...
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_runtime.py --arch vit_b16 ...
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/bench_runtime.py --arch vit_s8 --img-size 480 640 --frames 30 ...
 
-In one run, on the same video, weights and resolution (short side 224 at the video's aspect):
-  1. this machine's matrix-multiply peak (fp32 and bf16 GEMM through torch/oneDNN, numpy sgemm);
-  2. the naive loop that mirrors the official ``video_generation.py``: frames extracted to JPEG,
-     per frame PIL + torchvision preprocessing, PyTorch fp32 at batch 1 with
-     ``get_last_selfattention``, the official mass-threshold step, the attention map written
-     through matplotlib as a JPEG, then the JPEGs read back into a video;
-  3. each CPU backend of ``dino-run`` alone (model-only throughput on preprocessed frames);
-  4. ``dino-run`` end to end with the best of them (attention overlay written to mp4 at the
-     source's resolution), as a subprocess, and the pipeline overhead against (3);
-  5. optionally, peak resident memory of ``dino-run`` over a long synthetic video.
-Random weights (seed 0) unless --checkpoint is given: speed does not depend on the values.
-Prints Markdown for BENCHMARKS.md.
+In one run, on the same video, weights and input size (short side 224 at the video's aspect,
+or ``--img-size H W`` for both sides):
+  1. the machine's matrix-multiply peaks (gemm_peak.py: fp32, bf16, int8; OpenVINO and
+     PyTorch), at the start and again at the end: the higher of the two is the peak;
+  2. the naive loop (naive_loop.py, mirroring the official ``video_generation.py``) as a whole
+     process, at the start and again at the end: its wall time (start-up included) and its
+     loop's frames/s; the faster of the two runs is the baseline;
+  3. the exported files (fp32, and int8 calibrated on frames of another clip) and each CPU
+     candidate's model-only throughput on preprocessed frames, batch 1 and N;
+  4. the three fastest candidates' verified accuracy against PyTorch fp32 (dino_export.verify,
+     through the backend and precision the candidate runs);
+  5. ``dino-run --show-attention --save out.mp4`` as a whole process (the attention overlay at
+     the source's resolution): the fastest candidate with a cold compile cache, then warm at
+     batch 1 and N, the next two warm; wall time and the steady-state frames/s of the run
+     summary;
+  6. where the start-up goes, against a 60-frame clip;
+  7. optionally, peak resident memory of ``dino-run`` over a long synthetic video;
+  8. a summary: model-only as a fraction of the peaks, dino-run against the naive loop (whole
+     process and steady state) and against model-only (the pipeline's overhead).
+This machine is shared: every measurement says how much of the CPU other processes took
+meanwhile (``Others``).
+Random weights (seed 0) unless --checkpoint is given: speed does not depend on the values, the
+accuracy columns are those of these weights. Prints Markdown for BENCHMARKS.md.
 """
 from __future__ import annotations
 
 import argparse
 import datetime
-import glob
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -39,147 +52,74 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.gemm_peak import measure as measure_gemm  # noqa: E402
 from dino_export import ExportConfig, export_onnx  # noqa: E402
+from dino_export.images import photos_from_tar, verification_sets  # noqa: E402
+from dino_export.verify import verify_file  # noqa: E402
 from dino_models.archs import resolve_arch  # noqa: E402
 from dino_runtime import Runtime  # noqa: E402
 from dino_runtime.preprocess import fit_size  # noqa: E402
 
-DATA = ROOT.parent / "shared" / "data" / "videos"
+DATA = ROOT.parent / "shared" / "data"
 DINO_RUN = [sys.executable, "-m", "dino_runtime.cli"]
+NAIVE = [sys.executable, str(ROOT / "benchmarks" / "naive_loop.py")]
 CORES = len(os.sched_getaffinity(0))
 
 
-# -- machine peak and model cost ----------------------------------------------------------------
-def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 8) -> float:
-    """Best GFLOP/s of an n x n x n matmul over ``repeats`` calls (torch/oneDNN, all cores)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n ** 3 / best / 1e9
-
-
-def numpy_sgemm_peak(n: int = 2048, repeats: int = 5) -> float:
-    a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def vit_gflops(embed: int, depth: int, patch: int, size: tuple[int, int], mlp: int = 4) -> float:
-    """Multiply-adds x 2 of one frame through the ViT (patch embedding, blocks), in GFLOP."""
+def vit_gflops(embed: int, depth: int, patch: int, size: tuple[int, int], mlp: int = 4
+               ) -> tuple[float, float]:
+    """Multiply-adds x 2 of one frame through the ViT, in GFLOP: (the weight products: patch
+    embedding, qkv, proj, fc1, fc2, which an int8 file quantizes; the attention products
+    q k^T and p v, which stay float)."""
     n = (size[0] // patch) * (size[1] // patch) + 1
-    embed_flops = 2 * (n - 1) * 3 * patch * patch * embed
-    per_block = 2 * n * embed * (3 * embed + embed + 2 * mlp * embed) + 2 * 2 * n * n * embed
-    return (embed_flops + depth * per_block) / 1e9
+    weights = 2 * (n - 1) * 3 * patch * patch * embed + depth * 2 * n * embed * (
+        3 * embed + embed + 2 * mlp * embed)
+    attention = depth * 2 * 2 * n * n * embed
+    return weights / 1e9, attention / 1e9
 
 
-# -- the naive, official-style loop -------------------------------------------------------------
-def naive_loop(model, patch: int, video: Path, frames: int, short_side: int, work: Path) -> float:
-    """Seconds for the official approach end to end; writes work/naive.mp4 at model resolution."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-    from torchvision import transforms
+def ceiling(c: "Candidate", split: tuple[float, float], peak: dict[str, float]) -> float:
+    """The GFLOP/s a candidate could reach if every product ran at the machine's peak for its
+    precision: bf16 (or fp32 files run in bf16) at the bf16 peak; an int8 file's weight
+    products at the int8 peak and its attention products at the bf16 peak."""
+    weights, attention = split
+    if c.file == "int8":
+        return (weights + attention) / (weights / peak["int8"] + attention / peak["bf16"])
+    return peak["bf16"] if c.precision == "bf16" else peak.get(c.precision, peak["bf16"])
 
+
+class Others:
+    """The CPU time other processes took while a measurement ran, as a share of the machine
+    (all cores x wall time): this machine is shared, and a figure taken while others ran is
+    lower than the machine can do. /proc/stat's busy time minus this process's and its
+    finished children's."""
+
+    def __enter__(self) -> "Others":
+        self.start, self.busy, self.own = time.perf_counter(), _busy_seconds(), _own_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        wall = time.perf_counter() - self.start
+        others = (_busy_seconds() - self.busy) - (_own_seconds() - self.own)
+        self.share = max(0.0, others) / (wall * CORES)
+
+
+def _busy_seconds() -> float:
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed_process(cmd: list[str], cwd: Path = ROOT) -> tuple[float, str, str, float]:
+    """(wall seconds, stdout, stderr, peak RSS MiB) of one process, as a user runs it."""
     start = time.perf_counter()
-    frame_dir, attn_dir = work / "frames", work / "attention"
-    frame_dir.mkdir()
-    attn_dir.mkdir()
-    cap = cv2.VideoCapture(str(video))
-    fps = cap.get(cv2.CAP_PROP_FPS)
-    for i in range(frames):  # step 1: every frame to a JPEG file
-        ok, image = cap.read()
-        if not ok:
-            break
-        cv2.imwrite(str(frame_dir / f"frame-{i:04}.jpg"), image)
-    transform = transforms.Compose([
-        transforms.ToTensor(), transforms.Resize(short_side),
-        transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-    for path in sorted(glob.glob(str(frame_dir / "*.jpg"))):  # step 2: one frame at a time
-        with open(path, "rb") as f:
-            img = transform(Image.open(f).convert("RGB"))
-        h, w = img.shape[1] - img.shape[1] % patch, img.shape[2] - img.shape[2] % patch
-        img = img[:, :h, :w].unsqueeze(0)
-        with torch.no_grad():
-            attn = model.get_last_selfattention(img)
-        heads = attn.shape[1]
-        attn = attn[0, :, 0, 1:].reshape(heads, -1)
-        _official_style_mask(attn, 0.6, h // patch, w // patch)
-        maps = torch.nn.functional.interpolate(attn.reshape(1, heads, h // patch, w // patch),
-                                               scale_factor=patch, mode="nearest")[0].numpy()
-        plt.imsave(fname=str(attn_dir / f"attn-{Path(path).name}"), arr=maps.mean(0),
-                   cmap="inferno", format="jpg")
-    names = sorted(glob.glob(str(attn_dir / "attn-*.jpg")))  # step 3: JPEGs back into a video
-    images = [cv2.cvtColor(np.array(Image.open(n).convert("RGB")), cv2.COLOR_RGB2BGR) for n in names]
-    writer = cv2.VideoWriter(str(work / "naive.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                             (images[0].shape[1], images[0].shape[0]))
-    for image in images:
-        writer.write(image)
-    writer.release()
-    return time.perf_counter() - start
-
-
-def _official_style_mask(attn: torch.Tensor, threshold: float, h: int, w: int) -> torch.Tensor:
-    """The per-head sort / cumsum / unsort loop of the official scripts (our own writing)."""
-    val, idx = torch.sort(attn)
-    val = val / val.sum(dim=1, keepdim=True)
-    keep = torch.cumsum(val, dim=1) > (1 - threshold)
-    unsort = torch.argsort(idx)
-    for head in range(attn.shape[0]):
-        keep[head] = keep[head][unsort[head]]
-    return keep.reshape(-1, h, w)
-
-
-def official_model(folder: str, arch, ours):
-    """The official ViT class (run, not copied) with our weights: strict load, same numbers."""
-    sys.path.insert(0, folder)
-    import vision_transformer as official_vits
-    model = getattr(official_vits, arch.family.name)(patch_size=arch.patch_size, num_classes=0)
-    model.load_state_dict(ours.state_dict(), strict=True)
-    return model.eval()
-
-
-# -- dino-run ------------------------------------------------------------------------------------
-@dataclass
-class Candidate:
-    name: str        # shown in the tables
-    model: Path      # file given to dino-run --model
-    args: tuple      # extra dino-run arguments
-    runtime_kwargs: dict
-
-
-def model_only(c: Candidate, frames: np.ndarray, batch: int, seconds: float) -> float:
-    """frames/s of backend.run alone on preprocessed real frames (2 warm-up calls)."""
-    rt = Runtime(c.model, batch_size=batch, threshold=None, **c.runtime_kwargs)
-    x = np.stack([rt.preprocessor(f) for f in frames[:batch]])
-    rt.backend.run(x)
-    rt.backend.run(x)
-    n, start = 0, time.perf_counter()
-    while n < 3 or time.perf_counter() - start < seconds:
-        rt.backend.run(x)
-        n += 1
-    return n * batch / (time.perf_counter() - start)
-
-
-def run_dino_run(c: Candidate, video: Path, frames: int, batch: int, out: Path,
-                 extra: tuple = ()) -> tuple[float, float, str, float, list[int]]:
-    """(pipeline frames/s from the summary, process wall s, summary, peak RSS MiB, RSS samples)."""
-    cmd = [*DINO_RUN, "--model", str(c.model), "--source", str(video), "--max-frames",
-           str(frames), "--batch", str(batch), "--show-attention", "--save", str(out),
-           "--overwrite", "--no-display", *c.args, *extra]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     samples: list[int] = []
     sampler = threading.Thread(target=_sample_rss, args=(proc, samples), daemon=True)
     sampler.start()
@@ -187,9 +127,8 @@ def run_dino_run(c: Candidate, video: Path, frames: int, batch: int, out: Path,
     wall = time.perf_counter() - start
     sampler.join()
     if proc.returncode != 0:
-        raise SystemExit(f"dino-run failed: {' '.join(cmd)}\n{stderr}")
-    fps = float(re.search(r"([\d.]+) frames/s", stdout).group(1))
-    return fps, wall, stdout.strip(), max(samples, default=0) / 1024, samples
+        raise SystemExit(f"failed: {' '.join(cmd)}\n{stderr}")
+    return wall, stdout, stderr, max(samples, default=0) / 1024
 
 
 def _sample_rss(proc: subprocess.Popen, samples: list[int]) -> None:
@@ -204,15 +143,82 @@ def _sample_rss(proc: subprocess.Popen, samples: list[int]) -> None:
         time.sleep(0.05)
 
 
-def read_frames(video: Path, count: int) -> np.ndarray:
-    cap = cv2.VideoCapture(str(video))
-    frames = []
-    while len(frames) < count:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    return np.stack(frames)
+# -- the naive loop --------------------------------------------------------------------------
+@dataclass
+class NaiveRun:
+    wall: float          # whole process
+    loop: float          # its loop, first frame read to video written
+    frames: int
+    others: float        # share of the machine other processes took meanwhile
+
+    @property
+    def loop_fps(self) -> float:
+        return self.frames / self.loop
+
+
+def naive_process(arch, weights: Path, video: Path, frames: int, resize: list[int],
+                  work: Path, official: str | None) -> NaiveRun:
+    cmd = [*NAIVE, "--weights", str(weights), "--arch", arch.family.name, "--patch-size",
+           str(arch.patch_size), "--video", str(video), "--frames", str(frames), "--resize",
+           *map(str, resize), "--out", str(work)]
+    if official:
+        cmd += ["--official-code", official]
+    with Others() as others:
+        wall, stdout, _, _ = timed_process(cmd, cwd=work.parent)
+    return NaiveRun(wall, float(re.search(r"loop_seconds ([\d.]+)", stdout).group(1)), frames,
+                    others.share)
+
+
+# -- candidates ------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    model: Path
+    backend: str
+    file: str            # the file's precision: fp32 or int8
+    precision: str = ""  # what it runs in (filled when opened)
+    float_ops: str = ""  # an int8 file's other ops
+    speeds: dict[int, float] = field(default_factory=dict)  # batch -> model-only frames/s
+    others: dict[int, float] = field(default_factory=dict)  # batch -> others' CPU share
+
+    @property
+    def label(self) -> str:
+        """e.g. ``openvino bf16 (fp32 file)``, ``openvino int8 (other ops bf16)``."""
+        if self.file == "int8":
+            other = f" (other ops {self.float_ops})" if self.float_ops not in ("", "fp32") else ""
+            return f"{self.backend} int8{other}"
+        return f"{self.backend} {self.precision or self.file} ({self.file} file)"
+
+    @property
+    def best_batch(self) -> int:
+        return max(self.speeds, key=self.speeds.get)
+
+
+def model_only(c: Candidate, frames: np.ndarray, batch: int, seconds: float) -> float:
+    """frames/s of backend.run alone on preprocessed real frames (after the warm-up call)."""
+    rt = Runtime(c.model, backend=c.backend, batch_size=batch, threshold=None)
+    c.precision = rt.backend.precision
+    c.float_ops = getattr(rt.backend, "float_precision", "")
+    x = np.stack([rt.preprocessor(f) for f in frames[:batch]])
+    rt.backend.run(x)
+    with Others() as others:
+        n, start = 0, time.perf_counter()
+        while n < 3 or time.perf_counter() - start < seconds:
+            rt.backend.run(x)
+            n += 1
+        fps = n * batch / (time.perf_counter() - start)
+    c.others[batch] = others.share
+    return fps
+
+
+def build_candidates(model, size, work: Path, calib_video: Path | None,
+                     engines: list[str]) -> list[Candidate]:
+    common = dict(img_size=size, dynamic_batch=(1, 8, 32), outputs=("cls", "attn"))
+    fp32 = export_onnx(model, work / "model.onnx", ExportConfig(**common))
+    files = {"fp32": fp32}
+    if calib_video is not None:
+        files["int8"] = export_onnx(model, work / "model.int8.onnx", ExportConfig(
+            **common, precision="int8", calib_data=calibration_folder(work, calib_video)))
+    return [Candidate(path, engine, kind) for engine in engines for kind, path in files.items()]
 
 
 def calibration_folder(work: Path, video: Path, count: int = 32) -> Path:
@@ -224,22 +230,83 @@ def calibration_folder(work: Path, video: Path, count: int = 32) -> Path:
     return folder
 
 
-def build_candidates(ckpt: Path, size, work: Path, calib_video: Path | None,
-                     quick: bool) -> list[Candidate]:
-    onnx_cfg = dict(img_size=size, dynamic_batch=(1, 8, 32), outputs=("cls", "attn"))
-    fp32 = export_onnx(ckpt, work / "model_fp32.onnx", ExportConfig(**onnx_cfg))
-    out = [Candidate("onnxruntime fp32", fp32, (), {})]
-    if calib_video is not None and not quick:
-        int8 = export_onnx(ckpt, work / "model_int8.onnx", ExportConfig(
-            **onnx_cfg, precision="int8", calib_data=calibration_folder(work, calib_video)))
-        out.append(Candidate("onnxruntime int8 (static QDQ)", int8, (), {}))
-    out.append(Candidate("torch bf16", ckpt, ("--precision", "auto", "--input-size",
-                                              f"{size[0]}x{size[1]}"),
-                         {"precision": "auto", "input_size": size}))
-    return out
+def read_frames(video: Path, count: int) -> np.ndarray:
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while len(frames) < count:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    return np.stack(frames)
 
 
-# -- long-run memory -----------------------------------------------------------------------------
+def verify_photos(work: Path) -> Path | None:
+    """16 Imagenette photos (not the calibration frames) to verify on, when the data is here."""
+    tar = DATA / "imagenette-val.tar"
+    return photos_from_tar(tar, work / "photos", 16) if tar.is_file() else None
+
+
+# -- dino-run --------------------------------------------------------------------------------
+@dataclass
+class EndToEnd:
+    label: str
+    batch: int
+    cache: str           # "cold", "warm" or "-" (no compile cache)
+    wall: float          # whole process
+    fps: float           # steady state: the summary's frames / pipeline seconds
+    pipeline_s: float
+    peak_mib: float
+    summary: str
+    others: float
+
+
+def dino_run(c: Candidate, video: Path, frames: int, batch: int, out: Path,
+             cold: bool) -> EndToEnd:
+    cache = c.model.parent / f".{c.model.name}.openvino-cache"
+    if cold:
+        shutil.rmtree(cache, ignore_errors=True)
+    cmd = [*DINO_RUN, "--model", str(c.model), "--backend", c.backend, "--source", str(video),
+           "--max-frames", str(frames), "--batch", str(batch), "--show-attention", "--save",
+           str(out), "--overwrite", "--no-display"]
+    with Others() as others:
+        wall, stdout, stderr, peak = timed_process(cmd)
+    found = re.search(r"frames (\d+) in ([\d.]+) s: ([\d.]+) frames/s", stdout)
+    state = ("cold" if cold else "warm") if c.backend == "openvino" else "-"
+    return EndToEnd(c.label, batch, state, wall, float(found.group(3)), float(found.group(2)),
+                    peak, stdout.strip().splitlines()[0], others.share)
+
+
+def startup_breakdown(c: Candidate, batch: int) -> str:
+    """Seconds of each start-up step of a dino-run process, measured in a fresh process."""
+    code = (
+        "import time, sys\n"
+        "t0 = time.perf_counter()\n"
+        "import dino_runtime.cli\n"
+        "from dino_runtime import Runtime\n"
+        "t1 = time.perf_counter()\n"
+        f"rt = Runtime({str(c.model)!r}, backend={c.backend!r}, batch_size={batch}, warmup=False)\n"
+        "t2 = time.perf_counter()\n"
+        "import numpy as np\n"
+        "x = np.stack([rt.preprocessor(np.zeros((720, 1280, 3), np.uint8))] * rt.batch_size)\n"
+        "rt.backend.run(x); t3 = time.perf_counter(); rt.backend.run(x); t4 = time.perf_counter()\n"
+        "print(f'{t1 - t0:.2f} {t2 - t1:.2f} {t3 - t2:.2f} {t4 - t3:.2f}')\n")
+    out = {}
+    for state in ("cold", "warm"):
+        if state == "cold":
+            shutil.rmtree(c.model.parent / f".{c.model.name}.openvino-cache", ignore_errors=True)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                              text=True, check=True)
+        interpreter = time.perf_counter() - start - sum(map(float, proc.stdout.split()))
+        imports, load, first, second = map(float, proc.stdout.split())
+        out[state] = (interpreter, imports, load, first - second, second)
+    cold, warm = out["cold"], out["warm"]
+    return (f"| {c.label}, batch {batch} | {warm[0]:.2f} | {warm[1]:.2f} | {cold[2]:.2f} / "
+            f"{warm[2]:.2f} | {warm[3]:.2f} | {warm[4]:.2f} |")
+
+
+# -- long-run memory ---------------------------------------------------------------------------
 def memory_run(frames: int, work: Path) -> str:
     """Peak RSS of dino-run over ``frames`` frames of a synthetic 640x360 clip, tiny model."""
     from dino_models import vit_tiny
@@ -251,35 +318,135 @@ def memory_run(frames: int, work: Path) -> str:
         writer.write(img)
     writer.release()
     torch.manual_seed(0)
-    tiny = work / "tiny.pth"
-    torch.save(vit_tiny(patch_size=16, depth=2).state_dict(), tiny)
-    model = export_onnx(tiny, work / "tiny.onnx", ExportConfig(
+    model = export_onnx(vit_tiny(patch_size=16, depth=2).eval(), work / "tiny.onnx", ExportConfig(
         img_size=(128, 224), dynamic_batch=(1, 8, 32), outputs=("cls", "attn")))
-    c = Candidate("tiny", model, ("--mask", "--embeddings", str(work / "long.npy")), {})
-    fps, wall, summary, peak, samples = run_dino_run(c, video, frames, 8, work / "long_out.mp4")
+    cmd = [*DINO_RUN, "--model", str(model), "--source", str(video), "--max-frames", str(frames),
+           "--batch", "8", "--show-attention", "--mask", "--save", str(work / "long_out.mp4"),
+           "--embeddings", str(work / "long.npy"), "--overwrite", "--no-display"]
+    wall, stdout, _, peak = timed_process(cmd)
     kept = len(np.load(work / "long.npy"))
-    quarters = [samples[int(len(samples) * q)] / 1024 for q in (0.1, 0.25, 0.5, 0.75)] + [samples[-1] / 1024]
     return (f"{frames} frames of a synthetic 640x360 clip, ViT-Tiny/16 depth 2 at 128x224, "
-            f"--show-attention --mask --save --embeddings, batch 8: {fps:.0f} frames/s, "
-            f"{kept} embeddings written.\nRSS at 10/25/50/75/100% of the run: "
-            + " / ".join(f"{m:.0f}" for m in quarters) + f" MiB; peak {peak:.0f} MiB.")
+            f"--show-attention --mask --save --embeddings, batch 8, auto backend: "
+            f"{stdout.splitlines()[0]}; {kept} embeddings written; peak RSS {peak:.0f} MiB.")
 
 
-# -- report --------------------------------------------------------------------------------------
+# -- report ------------------------------------------------------------------------------------
+def versions() -> str:
+    from importlib.metadata import version
+    return ", ".join(f"{p} {version(p)}" for p in ("torch", "onnxruntime", "openvino"))
+
+
+def gemm_round(repeats: int, when: str) -> dict[str, float]:
+    """One round of GEMM peaks, printed; {precision: best GFLOP/s over engines and shapes}."""
+    print(f"GEMM peaks, {when} (best of {repeats} calls, all cores):\n")
+    print("| product | precision | OpenVINO GFLOP/s (GOP/s int8) | PyTorch |\n|---|---|---|---|")
+    with Others() as others:
+        gemm = measure_gemm(repeats)
+    print(f"\n(other processes took {others.share:.0%} of the CPU meanwhile)\n")
+    return {p: max(v for (_, _, q), v in gemm.items() if q == p)
+            for p in ("fp32", "bf16", "int8")}
+
+
+def naive_round(args, arch, weights: Path, video: Path, frames: int, resize: list[int],
+                work: Path, when: str) -> NaiveRun:
+    naive = naive_process(arch, weights, video, frames, resize, work, args.official_code)
+    code = "the official vision_transformer.py" if args.official_code else "this toolkit's ViT"
+    print(f"naive official-style loop, {when} ({code}, PyTorch fp32, batch 1): whole process "
+          f"{naive.wall:.1f} s; its loop {naive.loop:.1f} s = {naive.loop_fps:.2f} frames/s "
+          f"(other processes took {naive.others:.0%} of the CPU meanwhile)\n")
+    return naive
+
+
+def model_only_table(candidates: list[Candidate], frames: np.ndarray, batches: list[int],
+                     seconds: float, gflops: float) -> None:
+    print("| candidate (runs in) | batch | model-only frames/s | GFLOP/s | others' CPU |\n"
+          "|---|---|---|---|---|")
+    for c in candidates:
+        for batch in batches:
+            c.speeds[batch] = fps = model_only(c, frames, batch, seconds)
+            print(f"| {c.label} | {batch} | {fps:.2f} | {fps * gflops:.0f} | "
+                  f"{c.others[batch]:.0%} |", flush=True)
+
+
+def accuracy(candidates: list[Candidate], model, size, photos: Path | None) -> None:
+    print("\nVerified accuracy (dino_export.verify through the candidate's backend, against "
+          "PyTorch fp32; Imagenette photos when present, synthetic scenes, noise):\n")
+    for c in candidates:
+        sets = verification_sets(size, photos, count=8, noise=4)
+        report = verify_file(c.model, model, sets, backend=c.backend, device="cpu")
+        print(f"{c.label} ({report.runner}):\n```\n{report.table()}\n```")
+
+
+def end_to_end(best: Candidate, others: list[Candidate], video: Path, frames: int,
+               batches: list[int], work: Path) -> list[EndToEnd]:
+    """The fastest candidate with a cold compile cache, then warm at every batch; the others
+    warm at their best batch."""
+    runs = [dino_run(best, video, frames, best.best_batch, work / "cold.mp4", True)]
+    runs += [dino_run(best, video, frames, b, work / f"best_{b}.mp4", False) for b in batches]
+    runs += [dino_run(c, video, frames, c.best_batch, work / f"{i}.mp4", False)
+             for i, c in enumerate(others)]
+    for r in runs:
+        print(f"{r.label}, batch {r.batch}, {r.cache} cache: whole process {r.wall:.2f} s; "
+              f"`{r.summary}` (others' CPU {r.others:.0%})")
+    return runs
+
+
+def startup_section(best: Candidate, video: Path, frames: int, work: Path) -> None:
+    short = dino_run(best, video, frames, best.best_batch, work / "short.mp4", False)
+    print(f"\nStart-up against a {frames}-frame clip ({best.label}, batch {best.best_batch}, "
+          f"warm cache): whole process {short.wall:.2f} s, of which the pipeline "
+          f"{short.pipeline_s:.2f} s and everything else {short.wall - short.pipeline_s:.2f} s "
+          f"(others' CPU {short.others:.0%}):\n")
+    print("| file, batch | interpreter s | imports s | model load s (cold / warm cache) | "
+          "first call's extra s | one call s |\n|---|---|---|---|---|---|")
+    print(startup_breakdown(best, best.best_batch))
+
+
+def summary(candidates: list[Candidate], runs: list[EndToEnd], naive: NaiveRun,
+            peak: dict[str, float], split: tuple[float, float], frame_size: str,
+            frames: int) -> None:
+    gflops = sum(split)
+    print(f"\n### Summary (naive: the faster of its two runs, {naive.wall:.1f} s whole, "
+          f"{naive.loop_fps:.2f} frames/s in its loop; peaks: the higher of the two rounds, "
+          f"fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s, int8 {peak['int8']:.0f} "
+          f"GOP/s; {split[1] / gflops:.0%} of the model's work is attention products)\n")
+    print("| candidate (runs in) | batch | model-only frames/s | GFLOP/s | of bf16 peak | "
+          "of int8 peak | of its ceiling |\n|---|---|---|---|---|---|---|")
+    for c in candidates:
+        for batch, fps in c.speeds.items():
+            rate = fps * gflops
+            print(f"| {c.label} | {batch} | {fps:.2f} | {rate:.0f} | {rate / peak['bf16']:.0%} | "
+                  f"{rate / peak['int8']:.0%} | {rate / ceiling(c, split, peak):.0%} |")
+    print("\n(ceiling: every product at the peak of the precision it runs in; an int8 file's "
+          "attention products run in bf16)")
+    print(f"\n| dino-run --show-attention --save mp4 ({frame_size}), {frames} frames | batch | "
+          f"compile cache | whole process s | x naive whole | steady frames/s | x naive loop | "
+          f"of model-only | peak RSS MiB | others' CPU |\n|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        c = next(c for c in candidates if c.label == r.label)
+        print(f"| {r.label} | {r.batch} | {r.cache} | {r.wall:.2f} | {naive.wall / r.wall:.2f}x | "
+              f"{r.fps:.2f} | {r.fps / naive.loop_fps:.2f}x | {r.fps / c.speeds[r.batch]:.0%} | "
+              f"{r.peak_mib:.0f} | {r.others:.0%} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--arch", default="vit_s16")
     parser.add_argument("--checkpoint", help="trained weights (default: random, seed 0)")
-    parser.add_argument("--video", default=str(DATA / "01_dog.mp4"))
-    parser.add_argument("--calib-video", default=str(DATA / "02_cups.mp4"))
+    parser.add_argument("--video", default=str(DATA / "videos" / "01_dog.mp4"))
+    parser.add_argument("--calib-video", default=str(DATA / "videos" / "02_cups.mp4"))
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--short-side", type=int, default=224)
+    parser.add_argument("--img-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="input size for both sides instead of the short side at the "
+                             "video's aspect (the naive loop resizes to it, as --resize H W)")
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=8.0, help="per model-only measurement")
+    parser.add_argument("--seconds", type=float, default=6.0, help="per model-only measurement")
+    parser.add_argument("--engines", default="onnxruntime,openvino")
+    parser.add_argument("--gemm-repeats", type=int, default=20)
     parser.add_argument("--memory-frames", type=int, default=0, help="also the long-run RSS test")
-    parser.add_argument("--quick", action="store_true", help="fp32 only, for a smoke run")
-    parser.add_argument("--official-code", help="folder holding the official vision_transformer.py: "
-                        "also time the naive loop with the official model code (same weights)")
+    parser.add_argument("--official-code", help="folder holding the official vision_transformer.py "
+                        "(facebookresearch/dino): the naive loop runs the official model class")
     args = parser.parse_args()
     video = Path(args.video)
     if not video.is_file():
@@ -287,76 +454,52 @@ def main() -> None:
     arch = resolve_arch(args.arch)
     work = Path(tempfile.mkdtemp(prefix="bench_runtime_"))
     torch.set_num_threads(CORES)
-
     print(f"# bench_runtime {datetime.datetime.now().isoformat(timespec='seconds')}  "
-          f"{platform.node()} {platform.machine()} {CORES} cores, torch {torch.__version__}")
-    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16),
-             "numpy fp32": numpy_sgemm_peak()}
-    print("GEMM peak (2048^3, best of 8): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peaks.items()))
+          f"{platform.node()} {platform.machine()} {CORES} cores, {versions()}; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print(f"command: {' '.join(sys.argv)}\n")
+    peaks = [gemm_round(args.gemm_repeats, "first round")]
 
     frames = read_frames(video, args.frames)
-    size = fit_size(frames.shape[1:3], args.short_side, arch.patch_size)
-    naive_size = (args.short_side, (round(frames.shape[2] * args.short_side / frames.shape[1]))
-                  // arch.patch_size * arch.patch_size)
+    size = tuple(args.img_size) if args.img_size else fit_size(frames.shape[1:3], args.short_side,
+                                                               arch.patch_size)
+    resize = list(args.img_size) if args.img_size else [args.short_side]
     torch.manual_seed(0)
     model = arch.build().eval()
-    ckpt = Path(args.checkpoint) if args.checkpoint else work / f"{args.arch}.pth"
-    if not args.checkpoint:
-        torch.save(model.state_dict(), ckpt)
-    else:
+    if args.checkpoint:
         from dino_models.checkpoint import load_backbone
-        model, _ = load_backbone(ckpt)
-    weights = "trained: " + ckpt.name if args.checkpoint else "random weights (seed 0)"
-    gflops = vit_gflops(model.embed_dim, len(model.blocks), arch.patch_size, size)
-    print(f"{arch.short_name}, {weights}; {len(frames)} frames of {video.name} "
+        model, _ = load_backbone(args.checkpoint)
+    weights = work / f"{args.arch}.pth"
+    torch.save(model.state_dict(), weights)
+    described = f"trained: {args.checkpoint}" if args.checkpoint else "random weights (seed 0)"
+    split = vit_gflops(model.embed_dim, len(model.blocks), arch.patch_size, size)
+    gflops = sum(split)
+    print(f"{arch.short_name}, {described}; {len(frames)} frames of {video.name} "
           f"{frames.shape[2]}x{frames.shape[1]}; dino-run input {size[0]}x{size[1]} "
-          f"({gflops:.1f} GFLOP/frame), naive loop input {naive_size[0]}x{naive_size[1]} "
-          f"(resize then crop to the patch grid, as officially)")
-
-    naive_dir = work / "naive"
-    naive_dir.mkdir()
-    naive_s = naive_loop(model, arch.patch_size, video, len(frames), args.short_side, naive_dir)
-    naive_fps = len(frames) / naive_s
-    print(f"\nnaive official-style loop, this toolkit's model (fused attention in blocks 1..n-1): "
-          f"{naive_s:.1f} s, {naive_fps:.2f} frames/s end to end")
-    if args.official_code:
-        official = official_model(args.official_code, arch, model)
-        off_dir = work / "naive_official"
-        off_dir.mkdir()
-        off_s = naive_loop(official, arch.patch_size, video, len(frames), args.short_side, off_dir)
-        print(f"naive official-style loop, the official model code (same weights): {off_s:.1f} s, "
-              f"{len(frames) / off_s:.2f} frames/s end to end")
+          f"({gflops:.1f} GFLOP/frame); naive loop: torchvision Resize({', '.join(map(str, resize))})"
+          f", cropped to the patch grid\n")
+    naives = [naive_round(args, arch, weights, video, len(frames), resize, work / "naive1",
+                          "first run")]
 
     calib = Path(args.calib_video) if Path(args.calib_video).is_file() else None
-    candidates = build_candidates(ckpt, size, work, calib, args.quick)
-    print("\n| backend | batch | model-only frames/s | GFLOP/s | of fp32 peak | of bf16 peak |")
-    print("|---|---|---|---|---|---|")
-    speeds = {}
-    for c in candidates:
-        for batch in sorted({1, args.batch}):
-            fps = model_only(c, frames, batch, args.seconds)
-            speeds[(c.name, batch)] = fps
-            print(f"| {c.name} | {batch} | {fps:.2f} | {fps * gflops:.0f} | "
-                  f"{fps * gflops / peaks['fp32']:.0%} | {fps * gflops / peaks['bf16']:.0%} |")
-    best_name, best_batch = max(speeds, key=speeds.get)
-    best = next(c for c in candidates if c.name == best_name)
-    fp32 = candidates[0]
-    fp32_batch = max((b for n, b in speeds if n == fp32.name), key=lambda b: speeds[(fp32.name, b)])
-    runs = [(best, b) for b in sorted({1, args.batch})] + ([(fp32, fp32_batch)] if best is not fp32 else [])
-    print(f"\nbest model-only: {best_name} at batch {best_batch}")
-    print(f"\n| dino-run end to end (--show-attention --save mp4 {frames.shape[2]}x{frames.shape[1]}) "
-          "| batch | frames/s | x naive | of model-only (same batch) | process wall s | peak RSS MiB |")
-    print("|---|---|---|---|---|---|---|")
-    for c, batch in runs:
-        fps, wall, summary, peak, _ = run_dino_run(c, video, len(frames), batch,
-                                                   work / f"{c.name.split()[1]}_{batch}.mp4")
-        model_fps = speeds[(c.name, batch)]
-        print(f"| {c.name} | {batch} | {fps:.2f} | {fps / naive_fps:.2f}x | {fps / model_fps:.0%} | "
-              f"{wall:.1f} | {peak:.0f} |")
-        print(f"|  summary: {summary.splitlines()[0]} | | | | | | |")
+    candidates = build_candidates(model, size, work, calib, args.engines.split(","))
+    batches = sorted({1, args.batch})
+    model_only_table(candidates, frames, batches, args.seconds, gflops)
+    ranked = sorted(candidates, key=lambda c: -c.speeds[c.best_batch])
+    accuracy(ranked[:3], model, size, verify_photos(work))
+    print()
+    runs = end_to_end(ranked[0], ranked[1:3], video, len(frames), batches, work)
+    startup_section(ranked[0], video, min(60, len(frames)), work)
     if args.memory_frames:
         print("\nLong run: " + memory_run(args.memory_frames, work))
-    print(f"\n(work files in {work})")
+    print()
+    naives.append(naive_round(args, arch, weights, video, len(frames), resize, work / "naive2",
+                              "second run"))
+    peaks.append(gemm_round(args.gemm_repeats, "second round"))
+    peak = {p: max(r[p] for r in peaks) for p in peaks[0]}
+    summary(candidates, runs, min(naives, key=lambda n: n.wall), peak, split,
+            f"{frames.shape[2]}x{frames.shape[1]}", len(frames))
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}; work files in {work}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """What ``dino-export`` does, step by step, without the command-line parsing.
 
-targets -> load -> export ONNX -> verify through the runtime (on by default) -> commit ->
+targets -> load -> export ONNX -> verify through the runtime on every CPU engine installed
+(ONNX Runtime, and OpenVINO in the precision dino-run's auto gives it; on by default) -> commit ->
 TensorRT engine (when asked): its source graph (``OUT.onnx``, or ``OUT.fp16.onnx`` etc. when
 ``--precision`` wrote another one, see :mod:`dino_export.targets`) is written and verified the
 same way, then the engine is built from it and verified through the runtime's TensorRT backend.
@@ -21,6 +22,7 @@ from typing import Callable, Iterator
 
 from dino_core.errors import OutputError, UserError
 from dino_core.fileio import partial_path, probe_writable
+from dino_runtime.backends import BackendCannotRun, auto_rows
 
 from .config import ExportConfig, check_img_size
 from .images import ImageSet, verification_sets
@@ -55,7 +57,7 @@ class ExportResult:
 
     @property
     def report(self) -> VerifyReport | None:
-        """The ONNX Runtime verification (the first one run)."""
+        """The ONNX Runtime verification (the first one run; OpenVINO's follows when installed)."""
         return self.reports[0] if self.reports else None
 
 
@@ -148,10 +150,25 @@ def _io_errors(out: Path) -> Iterator[None]:
         raise OutputError(f"-o {out}: cannot write ({e.strerror or e})") from None
 
 
+def cpu_engines(path: Path) -> list[str]:
+    """The engines that run ``path`` on CPUs: ONNX Runtime (every install has it), then the
+    ones ``dino-run --backend auto`` would take before it on this machine (OpenVINO when
+    installed), each in the precision auto gives it."""
+    rows = [e.name for e in auto_rows(path, "cpu")]
+    return ["onnxruntime"] + [name for name in rows if name != "onnxruntime"]
+
+
 def _verify_onnx(path: Path, model, inputs: list[ImageSet], log: Log) -> list[VerifyReport]:
-    report = verify_file(path, model, inputs, backend="onnxruntime", device="cpu")
-    log(f"{report.runner} vs PyTorch float32:\n{report.table()}")
-    return [report]
+    reports = []
+    for engine in cpu_engines(path):
+        try:
+            report = verify_file(path, model, inputs, backend=engine, device="cpu")
+        except BackendCannotRun as e:  # auto runs the file on the next engine: nothing to check
+            log(f"{engine}: not verified: {e}; dino-run --backend auto runs it on onnxruntime")
+            continue
+        log(f"{report.runner} vs PyTorch float32:\n{report.table()}")
+        reports.append(report)
+    return reports
 
 
 def _verified(tmp: Path, final: Path, check: Callable[[Path], list[VerifyReport]],
@@ -164,7 +181,8 @@ def _verified(tmp: Path, final: Path, check: Callable[[Path], list[VerifyReport]
         for path in [tmp] + [Path(f"{tmp}{c}") for c in companions]:
             path.unlink(missing_ok=True)
         raise
-    failed = [f for r in reports for f in r.failures] or ([] if reports else ["nothing compared"])
+    failed = ([f"{r.runner}: {f}" for r in reports for f in r.failures]
+              or ([] if reports else ["nothing compared"]))
     target = final if not failed else final.with_name(final.name + ".unverified")
     os.replace(tmp, target)
     for suffix in companions:

@@ -141,10 +141,12 @@ def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) 
 
 def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
                  precision: str = "auto", providers: Sequence | None = None) -> Runtime:
-    """The file as users open it, without masks (they are computed here for both sides).
-    ``providers``: ONNX Runtime execution providers, as ``dino_runtime.Runtime`` takes them."""
+    """The file as users open it, without masks (they are computed here for both sides), and
+    without a compile cache (the file is verified under a temporary name). ``providers``: ONNX
+    Runtime execution providers, as ``dino_runtime.Runtime`` takes them."""
     return Runtime(path, backend=backend, device=device, precision=precision, threshold=None,
-                   batch_size=64, warmup=False, providers=providers, fit_batch=True)
+                   batch_size=64, warmup=False, providers=providers, fit_batch=True,
+                   compile_cache=False)
 
 
 def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,

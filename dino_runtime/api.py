@@ -45,10 +45,11 @@ class Runtime:
                  input_size: tuple[int, int] | None = None, precision: str = "auto",
                  threads: int | None = None, providers: Sequence[str] | None = None,
                  frame_size: tuple[int, int] | None = None, warmup: bool = True,
-                 fit_batch: bool = False) -> None:
+                 fit_batch: bool = False, compile_cache: bool = True) -> None:
         options = BackendOptions(device=device, precision=precision, input_size=input_size,
                                  frame_size=frame_size, threads=threads,
-                                 providers=tuple(providers) if providers else None)
+                                 providers=tuple(providers) if providers else None,
+                                 batch=batch_size, compile_cache=compile_cache)
         self.model = model
         self.backend = load_backend(model, backend, options)
         self.metadata = self.backend.metadata
@@ -65,10 +66,10 @@ class Runtime:
             check_inference_memory(self.metadata, self.pad_to or self.batch_size, str(model))
         self.preprocessor = Preprocessor(InputSpec.from_metadata(self.metadata))
         self.last_summary: RunSummary | None = None
-        if warmup:  # the first call allocates and plans; keep that out of every timing
+        if warmup:  # the first call of a shape allocates and plans; keep that out of timings
             h, w = self.metadata.img_size
-            out = self.backend.run(stack_padded(
-                [self.preprocessor(np.zeros((h, w, 3), np.uint8))], self.pad_to))
+            blank = self.preprocessor(np.zeros((h, w, 3), np.uint8))
+            out = self.backend.run(stack_padded([blank] * self.batch_size, self.pad_to))
             out.check_finite(str(model), self.backend.precision, "on a blank warm-up frame")
 
     @property

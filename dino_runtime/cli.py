@@ -34,7 +34,7 @@ from .preprocess import aspect_warning
 from .render import RenderOptions
 from .sources import ImageFiles, Source, SourceSpec, open_source
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dino_runtime.cli")  # not __name__: "__main__" under python -m
 
 
 @dataclass(frozen=True)
@@ -84,10 +84,13 @@ def first_frame_hw(source: Source) -> tuple[int, int] | None:
 
 
 def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
+    # No warm-up call: in a whole process it is one more batch of work (0.24 s for ViT-S/16
+    # int8 at batch 8, 2 s for ViT-S/8 bf16), and the first batch of the run already pays the
+    # one-time allocation it would have taken out (BENCHMARKS.md, Runtime: start-up).
     runtime = Runtime(opts.model, backend=opts.backend, device=opts.device, batch_size=opts.batch,
                       heads=opts.heads.mode if opts.heads.mode != "index" else opts.heads.index,
                       threshold=opts.threshold, input_size=opts.input_size,
-                      precision=opts.precision, frame_size=frame_hw)
+                      precision=opts.precision, frame_size=frame_hw, warmup=False)
     meta = runtime.metadata
     if opts.render.pca and "patch" not in meta.outputs:
         raise UserError(f"--pca needs patch tokens, and {opts.model} exports only "
@@ -97,6 +100,13 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
         if hint:
             log.warning(hint)
     return runtime
+
+
+def precision_text(backend) -> str:
+    """``bf16``, or ``int8 (other ops bf16)`` for an int8 file whose float ops the engine chose."""
+    other = getattr(backend, "float_precision", backend.precision)
+    quantized = backend.precision == "int8" and other != "fp32"
+    return f"{backend.precision} (other ops {other})" if quantized else backend.precision
 
 
 def consume(pipe: Pipeline, outputs: Outputs, display: Display | None) -> None:
@@ -141,9 +151,9 @@ def run(opts: RunOptions) -> int:
     runtime = load_runtime(opts, first_frame_hw(source))
     meta = runtime.metadata
     click.echo(f"dino-run: {meta.arch}/{meta.patch_size} {meta.img_size[0]}x{meta.img_size[1]} "
-               f"{meta.precision} on {runtime.backend.name} ({runtime.device}), batch "
-               f"{runtime.batch_size}; {source.info.description}"
-               f"{' (live)' if source.info.live else ''}", err=True)
+               f"on {runtime.backend.name}, device {runtime.device}, precision "
+               f"{precision_text(runtime.backend)}, batch {runtime.batch_size}; "
+               f"{source.info.description}{' (live)' if source.info.live else ''}", err=True)
     needs_image = opts.display or opts.outputs.save is not None
     pipe = runtime.pipeline(source, max_frames=opts.max_frames,
                             render=opts.render if needs_image else None,
@@ -188,10 +198,11 @@ def run(opts: RunOptions) -> int:
                    "--masks-dir (once this run succeeds).")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference call.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda, cuda:N, or an Intel GPU/NPU by its OpenVINO name (GPU, NPU).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
-              help="For backends that choose (torch): bf16 where the CPU has native bf16. An "
-                   ".onnx/.engine file runs in the precision it was exported in.")
+              help="For backends that choose (openvino, torch): auto is bf16 where the CPU has "
+                   "native bf16, else fp32. Other backends run a file in its exported precision.")
 @click.option("--input-size", help="Checkpoints only: HxW to run at (default: short side 224, the source's aspect).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--no-display", is_flag=True, help="No window (headless machines, batch jobs).")

@@ -138,7 +138,8 @@ from dino_runtime.backends.cuda import tensorrt_libraries_present
 rt_dir = Path(sys.argv[1])
 onnx = rt_dir / "vits8_480.onnx"
 frames = np.random.default_rng(0).integers(0, 256, (32, 480, 640, 3), dtype=np.uint8)
-ref = Runtime(onnx, device="cpu", batch_size=2, threshold=None)(frames[:2])  # the reference
+ref = Runtime(onnx, backend="onnxruntime", device="cpu", batch_size=2,  # the fp32 reference
+              threshold=None)(frames[:2])
 
 # (min cls cosine, max abs attn difference) against the CPU: TF32 matmuls (the CUDA default on
 # Ampere and later) keep ~1e-3 relative accuracy; bf16 the tolerance tests/runtime/test_backends.py

@@ -36,10 +36,12 @@ def run(args: list[str], log: Path) -> tuple[int, str]:
 
 
 def embeddings(model: Path, device: str, frames: Path, out: Path) -> tuple[np.ndarray | None, str]:
-    """The [CLS] embeddings dino-run writes for ``frames`` (N, D), or (None, why)."""
-    code, last = run(["dino_runtime.cli", "--model", str(model), "--device", device, "--source",
-                      str(frames), "--embeddings", str(out), "--batch", "8", "--no-display"],
-                     out.with_suffix(".log"))
+    """The [CLS] embeddings dino-run writes for ``frames`` (N, D), or (None, why). The CPU
+    reference runs on ONNX Runtime in float32 (auto would take OpenVINO, in bf16 here)."""
+    backend = ["--backend", "onnxruntime"] if device == "cpu" else []
+    code, last = run(["dino_runtime.cli", "--model", str(model), "--device", device, *backend,
+                      "--source", str(frames), "--embeddings", str(out), "--batch", "8",
+                      "--overwrite", "--no-display"], out.with_suffix(".log"))
     if code != 0:
         return None, f"dino-run --model {model.name} --device {device}: {last}"
     return np.load(out)["cls"], ""

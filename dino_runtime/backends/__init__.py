@@ -1,20 +1,33 @@
-"""The one table of backends: name -> module, class, the files it reads, what it needs.
+"""The one table of backends: name -> module, class, the files it reads, the devices it runs
+on, what it needs.
 
 Adding a backend is adding a row here and a module beside this file. Modules are imported only
-when their backend is used, so a missing optional package (torch, tensorrt) costs nothing until
-asked for, and then fails with a one-line :class:`BackendUnavailable` that says what to install.
+when their backend is used, so a missing optional package (torch, tensorrt, openvino) costs
+nothing until asked for, and then fails with a one-line :class:`BackendUnavailable` that says
+what to install.
+
+``--backend auto`` takes the rows in table order, which is the order of measured speed on each
+device (BENCHMARKS.md, Runtime): the first row that reads the file's type, runs on the device
+(``--device auto`` is cuda when an NVIDIA GPU is visible, else cpu) and is installed. When that
+row cannot run the model here (:class:`BackendCannotRun`: its package does not import, or it
+cannot convert or compile the graph), a warning says so and the next such row is tried.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from dino_core.errors import BackendUnavailable, ModelError, OptionError
 
-from .base import Backend, BackendOptions, ModelOutputs
+from .base import Backend, BackendCannotRun, BackendOptions, ModelOutputs
+from . import cuda
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,6 +39,7 @@ class BackendEntry:
     packages: tuple[str, ...]     # importable packages it needs
     install_hint: str
     precisions: tuple[str, ...] = ()  # --precision values it honours besides auto; () = the file's
+    devices: tuple[str, ...] = ("cpu",)  # device kinds it runs on (see device_kind)
 
     def missing(self) -> list[str]:
         return [p for p in self.packages if not _importable(p)]
@@ -47,7 +61,13 @@ class BackendEntry:
         if missing:
             raise BackendUnavailable(f"backend {self.name} needs {', '.join(missing)}: "
                                      f"{self.install_hint}")
-        module = importlib.import_module(f"{__name__}.{self.module}")
+        try:
+            module = importlib.import_module(f"{__name__}.{self.module}")
+        except (ImportError, OSError) as e:  # installed, but its import or libraries fail
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise BackendCannotRun(f"backend {self.name}: {', '.join(self.packages)} is "
+                                   f"installed but does not import ({first}); reinstall it: "
+                                   f"{self.install_hint}") from None
         return getattr(module, self.class_name)(model_path, options)
 
 
@@ -58,45 +78,115 @@ def _importable(package: str) -> bool:
         return False
 
 
+# Table order is auto's order: the fastest row first on each device kind (measured, see the
+# module docstring). OpenVINO before ONNX Runtime on CPUs: 1.1x for fp32 files at fp32, about
+# 2x with bf16 on CPUs with native bf16, 1.4-1.5x for int8 files (BENCHMARKS.md, Runtime).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
     BackendEntry("tensorrt", "trt_backend", "TensorRTBackend", (".engine", ".plan"),
-                 ("tensorrt",), "pip install 'dino-edge[trt]' (NVIDIA GPU only)"),
+                 ("tensorrt",), "pip install 'dino-edge[trt]' (NVIDIA GPU only)",
+                 devices=("cuda",)),
+    BackendEntry("openvino", "openvino_backend", "OpenVINOBackend", (".onnx", ".xml"),
+                 ("openvino",), "pip install 'dino-edge[openvino]'", ("fp32", "bf16"),
+                 devices=("cpu", "gpu", "npu")),
     BackendEntry("onnxruntime", "ort_backend", "OrtBackend", (".onnx",),
-                 ("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)"),
+                 ("onnxruntime",), "pip install onnxruntime (or onnxruntime-gpu)",
+                 devices=("cpu", "cuda")),
     BackendEntry("torch", "torch_backend", "TorchBackend", (".pth", ".pt", ".safetensors"),
                  ("torch", "dino_models"), "pip install 'dino-edge[export]' (PyTorch), or export "
-                 "the checkpoint with dino-export and run the .onnx file", ("fp32", "bf16")),
+                 "the checkpoint with dino-export and run the .onnx file", ("fp32", "bf16"),
+                 devices=("cpu", "cuda")),
 )}
 BACKEND_CHOICES = ("auto",) + tuple(BACKENDS)
+_INTEL_DEVICE = re.compile(r"^(gpu|npu)(\.\d+)?$")
 
 
-def backend_for(model_path: str | os.PathLike, name: str = "auto") -> BackendEntry:
-    """The table row that runs ``model_path``: by suffix for ``auto``, else checked against it."""
+def device_kind(device: str) -> str:
+    """``--device`` -> the kind of device a row runs on: cpu, cuda, gpu or npu (Intel devices
+    by their OpenVINO names: GPU, GPU.1, NPU); ``auto`` is cuda when the NVIDIA driver reports
+    a GPU, else cpu."""
+    name = device.lower()
+    if name == "auto":
+        return "cuda" if cuda.cuda_device_count() else "cpu"
+    if name == "cpu" or name == "cuda" or name.startswith("cuda:"):
+        return name.split(":")[0]
+    match = _INTEL_DEVICE.match(name)
+    if match:
+        return match.group(1)
+    raise OptionError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N, or an Intel "
+                      "GPU/NPU by its OpenVINO name (GPU, GPU.1, NPU)")
+
+
+def _readers(model_path: str | os.PathLike) -> list[BackendEntry]:
     suffix = Path(model_path).suffix.lower()
     readers = [e for e in BACKENDS.values() if suffix in e.suffixes]
+    if not readers:
+        known = ", ".join(sorted({s for e in BACKENDS.values() for s in e.suffixes}))
+        raise ModelError(f"{model_path}: unknown model type {suffix or '(no suffix)'!r}; "
+                         f"expected one of {known}")
+    return readers
+
+
+def auto_rows(model_path: str | os.PathLike, device: str = "auto") -> list[BackendEntry]:
+    """The rows ``--backend auto`` tries for ``model_path`` on ``device``, in order: those that
+    read the file, run on the device and are installed. When none is installed, the first
+    reader alone (loading it says what to install; one that does not run on the device says
+    which devices it needs)."""
+    readers = _readers(model_path)
+    kind = device_kind(device)
+    fits = [e for e in readers if kind in e.devices] or readers[:1]
+    return [e for e in fits if not e.missing()] or fits[:1]
+
+
+def backend_for(model_path: str | os.PathLike, name: str = "auto",
+                device: str = "auto") -> BackendEntry:
+    """The table row that runs ``model_path``: auto's first choice, else ``name`` checked
+    against the file's type and the device."""
     if name == "auto":
-        if not readers:
-            known = ", ".join(s for e in BACKENDS.values() for s in e.suffixes)
-            raise ModelError(f"{model_path}: unknown model type {suffix or '(no suffix)'!r}; "
-                             f"expected one of {known}")
-        return readers[0]
+        return auto_rows(model_path, device)[0]
     if name not in BACKENDS:
         raise OptionError(f"unknown backend {name!r}; choose from {', '.join(BACKEND_CHOICES)}")
     entry = BACKENDS[name]
+    suffix = Path(model_path).suffix.lower()
     if suffix not in entry.suffixes:
+        readers = [e for e in BACKENDS.values() if suffix in e.suffixes]
         other = f"; {suffix} files run with --backend {readers[0].name}" if readers else ""
         raise ModelError(f"--backend {name} reads {', '.join(entry.suffixes)} files, "
                          f"not {Path(model_path).name}{other}")
+    kind = device_kind(device)
+    if kind in ("gpu", "npu") and kind not in entry.devices:
+        raise OptionError(f"--device {device} is an OpenVINO device; --backend {name} runs on "
+                          f"{', '.join(entry.devices)}: use --backend openvino or auto")
     return entry
 
 
 def load_backend(model_path: str | os.PathLike, name: str = "auto",
                  options: BackendOptions = BackendOptions()) -> Backend:
-    """Open ``model_path`` with the backend ``name`` (or the one its suffix calls for)."""
+    """Open ``model_path`` with the backend ``name``, or with auto's rows in turn (see the
+    module docstring)."""
     if not Path(model_path).exists():
         raise ModelError(f"{model_path}: no such model file")
-    return backend_for(model_path, name).load(model_path, options)
+    if name != "auto":
+        return backend_for(model_path, name, options.device).load(model_path, options)
+    rows = auto_rows(model_path, options.device)
+    for entry, following in zip(rows, rows[1:]):
+        try:
+            return entry.load(model_path, options)
+        except BackendCannotRun as e:
+            log.warning(f"{e}; running {Path(model_path).name} on {following.name} instead")
+    return rows[-1].load(model_path, options)
 
 
-__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendEntry", "BackendOptions",
-           "ModelOutputs", "backend_for", "load_backend"]
+def markdown_table() -> str:
+    """The README's table of backends, in auto's order (kept in sync by a test)."""
+    rows = ["| backend (auto's order) | reads | devices | `--precision` | needs |",
+            "| --- | --- | --- | --- | --- |"]
+    for e in BACKENDS.values():
+        precision = ", ".join(("auto",) + e.precisions) if e.precisions else "the file's"
+        rows.append(f"| `{e.name}` | {', '.join(f'`{s}`' for s in e.suffixes)} | "
+                    f"{', '.join(e.devices)} | {precision} | `{e.install_hint}` |")
+    return "\n".join(rows)
+
+
+__all__ = ["BACKENDS", "BACKEND_CHOICES", "Backend", "BackendCannotRun", "BackendEntry",
+           "BackendOptions", "ModelOutputs", "auto_rows", "backend_for", "device_kind",
+           "load_backend", "markdown_table"]

@@ -1,13 +1,20 @@
 """What every backend returns and accepts; no backend-specific imports here."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from dino_core.errors import ModelError
+from dino_core.errors import BackendUnavailable, ModelError
 from dino_core.metadata import BatchSpec, InputFormat, ModelMetadata
+
+
+class BackendCannotRun(BackendUnavailable):
+    """This backend cannot run this model here, though another may: its package is installed
+    but does not import, or it cannot convert or compile the graph. ``--backend auto`` then
+    says so and tries the next row of the table; a backend asked for by name stops with it."""
 
 
 @dataclass
@@ -44,6 +51,8 @@ class BackendOptions:
     short_side: int = 224                      # it runs at this short side, the frame's aspect
     threads: int | None = None      # CPU threads for inference; None = all cores of this process
     providers: tuple[str, ...] | None = None   # onnxruntime: explicit execution providers
+    batch: int | None = None        # frames per call the caller plans; openvino compiles for it
+    compile_cache: bool = True      # openvino: keep compiled models beside the model file
 
 
 class Backend(Protocol):
@@ -93,3 +102,8 @@ def _same_shape(dims: list[int | None], expected: list, batch: BatchSpec) -> boo
     if first is not None and (batch.is_dynamic or first != batch.fixed):
         return False
     return all(d is None or d == e for d, e in zip(rest, expected[1:]))
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (cgroup/affinity aware, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

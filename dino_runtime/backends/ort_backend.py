@@ -10,8 +10,8 @@ import onnxruntime as ort
 from dino_core.errors import ModelError
 from dino_core.metadata import ModelMetadata
 
-from .base import BackendOptions, ModelOutputs, check_tensor, expected_tensors
-from .cuda import cuda_device_count, parse_device, require_cuda, tensorrt_libraries_present
+from .base import BackendOptions, ModelOutputs, check_tensor, cpu_threads, expected_tensors
+from . import cuda  # by module: cuda.cuda_device_count() etc. see a test's or a caller's patch
 
 # ONNX Runtime's names for the tensor types a dino-export graph uses (fp16 and int8 graphs keep
 # float32 inputs and outputs).
@@ -23,20 +23,15 @@ CUDA_EP = "CUDAExecutionProvider"
 TENSORRT_EP = "TensorrtExecutionProvider"
 
 
-def cpu_threads() -> int:
-    """Cores this process may run on (cgroup/affinity aware, unlike os.cpu_count)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def choose_providers(device: str, model_path: Path) -> list:
     """Execution providers in order of preference for ``device`` on this machine."""
-    kind, index = parse_device(device)
-    if kind == "cpu" or (kind == "auto" and cuda_device_count() == 0):
+    kind, index = cuda.parse_device(device)
+    if kind == "cpu" or (kind == "auto" and cuda.cuda_device_count() == 0):
         return [CPU_EP]  # never offer CUDA EPs without a GPU: they would log errors on load
-    require_cuda(index)
+    cuda.require_cuda(index)
     available = ort.get_available_providers()
     chain: list = []
-    if TENSORRT_EP in available and tensorrt_libraries_present():
+    if TENSORRT_EP in available and cuda.tensorrt_libraries_present():
         chain.append((TENSORRT_EP, tensorrt_ep_options(index, model_path)))
     if CUDA_EP in available:
         chain.append((CUDA_EP, {"device_id": index}))

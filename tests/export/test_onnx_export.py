@@ -39,7 +39,7 @@ def test_tiny_matches_pytorch(tiny_pretrained, tmp_path, size):
     path = export_onnx(tiny_pretrained, tmp_path / "m.onnx", ExportConfig(img_size=size))
     check_graph(path, depth=2)
     model, _ = load_backbone(tiny_pretrained)
-    report = verify_file(path, model)
+    report = verify_file(path, model, backend="onnxruntime")  # the graph's fp32 accuracy
     assert report.passed, report.table()
     assert all(r.cls_max_abs <= 1e-4 and r.attn_max_abs <= 1e-4 for r in report.rows)
 
@@ -124,7 +124,7 @@ def test_opset_23_has_fused_attention_except_the_last_block(tiny_pretrained, tmp
     counts = ops(path)
     assert counts["Attention"] == 1 and counts["Softmax"] == 1  # depth 2: block 0 fused
     model, _ = load_backbone(tiny_pretrained)
-    assert verify_file(path, model).passed
+    assert verify_file(path, model, backend="onnxruntime").passed
 
 
 @pytest.mark.slow
@@ -137,5 +137,6 @@ def test_vits8_matches_pytorch(vits8_pretrained, tmp_path):
     meta = read_metadata(path)
     assert meta.outputs["attn"] == ["B", 6, 28, 36] and meta.arch == "vit_small"
     # 4 synthetic + 2 random images: the full default set costs ~30 s more on 2 shared cores
-    report = verify_file(path, model, verification_sets((224, 288), count=4, noise=2))
+    report = verify_file(path, model, verification_sets((224, 288), count=4, noise=2),
+                         backend="onnxruntime")
     assert report.passed, report.table()

@@ -36,7 +36,7 @@ def test_fp16_structure_and_accuracy(tiny_pretrained, tmp_path):
     assert all(types[i] == FLOAT for n in kept for i in n.input if i)
     assert read_metadata(path).precision == "fp16"
     model, _ = load_backbone(tiny_pretrained)
-    report = verify_file(path, model)  # ORT's CPU EP runs fp16 graphs
+    report = verify_file(path, model, backend="onnxruntime")  # ORT's CPU EP runs fp16 graphs
     assert report.passed, report.table()
     assert min(r.cls_cosine for r in report.rows) >= TOLERANCES["fp16"].min_cosine
 
@@ -57,7 +57,8 @@ def test_int8_qdq_keeps_norms_softmax_and_residuals_float(tiny_pretrained, photo
     meta = read_metadata(path)
     assert meta.precision == "int8"
     model, _ = load_backbone(tiny_pretrained)
-    report = verify_file(path, model, verification_sets(meta.img_size, calib_dir))
+    report = verify_file(path, model, verification_sets(meta.img_size, calib_dir),
+                         backend="onnxruntime")
     assert report.passed, report.table()
     assert report.rows[0].inputs == "verify-data", f"{label} photos are verified on"
     tol = TOLERANCES["int8"]

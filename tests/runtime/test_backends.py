@@ -10,11 +10,17 @@ import pytest
 
 from dino_core.errors import BackendUnavailable, ModelError, OptionError
 from dino_runtime import Runtime
-from dino_runtime.backends import BACKENDS, BackendOptions, backend_for, load_backend
+from dino_runtime.backends import (
+    BACKENDS,
+    BackendOptions,
+    backend_for,
+    load_backend,
+    markdown_table,
+)
 from dino_runtime.backends.cuda import cuda_device_count
 from dino_runtime.backends.ort_backend import choose_providers
 
-from .conftest import MODEL_HW, synthetic_frame
+from .conftest import MODEL_HW, ROOT, synthetic_frame
 
 PARITY_TOL = 1e-4  # fp32 ORT vs PyTorch on the same weights (export verifies 1e-5 per graph)
 
@@ -25,7 +31,7 @@ def frames(n: int, size=(96, 160)) -> np.ndarray:
 
 def test_onnxruntime_and_torch_give_the_same_outputs(tiny_onnx, tiny_checkpoint):
     batch = frames(5)
-    ort_rt = Runtime(tiny_onnx, batch_size=4)
+    ort_rt = Runtime(tiny_onnx, backend="onnxruntime", batch_size=4)
     torch_rt = Runtime(tiny_checkpoint, backend="torch", precision="fp32", input_size=MODEL_HW)
     assert ort_rt.backend.name == "onnxruntime" and ort_rt.device == "CPUExecutionProvider"
     assert torch_rt.backend.name == "torch"
@@ -39,7 +45,8 @@ def test_onnxruntime_and_torch_give_the_same_outputs(tiny_onnx, tiny_checkpoint)
 
 def test_baked_uint8_preprocessing_matches_float_graph(tiny_onnx, tiny_onnx_bgr):
     batch = frames(3)
-    float_rt, bgr_rt = Runtime(tiny_onnx), Runtime(tiny_onnx_bgr)
+    float_rt = Runtime(tiny_onnx, backend="onnxruntime")
+    bgr_rt = Runtime(tiny_onnx_bgr, backend="onnxruntime")
     assert bgr_rt.metadata.input_format == "uint8_nhwc_bgr" and bgr_rt(batch).patch is None
     np.testing.assert_allclose(float_rt(batch).cls, bgr_rt(batch).cls, atol=1e-4)
     np.testing.assert_allclose(float_rt(batch).attn, bgr_rt(batch).attn, atol=1e-5)
@@ -65,8 +72,9 @@ def test_torch_backend_default_size_follows_the_source_aspect(tiny_checkpoint):
 
 
 def test_table_picks_by_suffix_and_refuses_mismatches(tiny_onnx, tmp_path):
-    assert set(BACKENDS) == {"tensorrt", "onnxruntime", "torch"}
-    assert backend_for("m.onnx").name == "onnxruntime"
+    assert set(BACKENDS) == {"tensorrt", "openvino", "onnxruntime", "torch"}
+    assert backend_for("m.onnx", device="cuda").name == "onnxruntime"
+    assert backend_for("m.xml").name == "openvino"
     assert backend_for("m.engine").name == "tensorrt"
     assert backend_for("m.pth").name == "torch"
     with pytest.raises(ModelError, match="unknown model type '.bin'"):
@@ -74,7 +82,7 @@ def test_table_picks_by_suffix_and_refuses_mismatches(tiny_onnx, tmp_path):
     with pytest.raises(ModelError, match="--backend torch reads .pth"):
         backend_for(tiny_onnx, "torch")
     with pytest.raises(OptionError, match="unknown backend"):
-        backend_for(tiny_onnx, "openvino")
+        backend_for(tiny_onnx, "tflite")
     with pytest.raises(ModelError, match="no such model file"):
         load_backend(tmp_path / "missing.onnx")
 
@@ -142,9 +150,9 @@ def test_the_tensorrt_provider_builds_strongly_typed(monkeypatch, tiny_onnx):
     import onnxruntime as ort
 
     from dino_runtime.backends import ort_backend
-    monkeypatch.setattr(ort_backend, "cuda_device_count", lambda: 1)
-    monkeypatch.setattr(ort_backend, "require_cuda", lambda index: None)
-    monkeypatch.setattr(ort_backend, "tensorrt_libraries_present", lambda: True)
+    monkeypatch.setattr(ort_backend.cuda, "cuda_device_count", lambda: 1)
+    monkeypatch.setattr(ort_backend.cuda, "require_cuda", lambda index: None)
+    monkeypatch.setattr(ort_backend.cuda, "tensorrt_libraries_present", lambda: True)
     monkeypatch.setattr(ort, "get_available_providers", lambda: [
         "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])
     (trt_ep, trt_options), (cuda_ep, _), cpu_ep = choose_providers("cuda:0", tiny_onnx)
@@ -161,3 +169,11 @@ def test_the_tensorrt_library_the_provider_needs(tmp_path):
     provider.write_bytes(b"\x7fELF...\x00libcublas.so.13\x00libnvinfer.so.10\x00libc.so.6\x00")
     assert nvinfer_sonames(provider) == ["libnvinfer.so.10"]
     assert nvinfer_sonames(tmp_path / "absent.so") == ["libnvinfer.so.10", "libnvinfer.so.11"]
+
+
+def test_readme_has_the_backend_table_in_autos_order_and_the_rule():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Backends\n")
+    section = text[start:text.index("\n## ", start + 1)]
+    assert markdown_table() in section
+    assert "**`--backend auto`** takes the first row of the table, in this order" in section

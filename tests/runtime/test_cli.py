@@ -88,7 +88,7 @@ def test_checkpoint_runs_through_torch(tiny_checkpoint, video_60, tmp_path):
     (["--source", "{video}", "--threshold", "2"], "mass fraction", 2),
     (["--source", "{video}", "--input-size", "100000x100000"], "each side 1..8192", 2),
     (["--source", "{video}", "--device", "cuda"], "use --device cpu", 1),
-    (["--source", "{video}", "--precision", "bf16"], "exported in", 2),
+    (["--source", "{video}", "--backend", "onnxruntime", "--precision", "bf16"], "exported in", 2),
     ([], "exactly one of --camera", 2),
 ])
 def test_bad_input_is_one_line_and_exit_status(tiny_onnx, video_60, tmp_path, args, needle,

@@ -39,7 +39,8 @@ def frames(n: int) -> np.ndarray:
 def run_both(engine, onnx_path, n: int, batch: int = 8):
     """(engine outputs, CPU ONNX Runtime outputs) for the same ``n`` frames."""
     trt = Runtime(engine, backend="tensorrt", device="cuda", batch_size=batch, threshold=None)
-    cpu = Runtime(onnx_path, device="cpu", batch_size=batch, threshold=None)
+    cpu = Runtime(onnx_path, backend="onnxruntime", device="cpu", batch_size=batch,
+                  threshold=None)
     return trt, trt(frames(n)), cpu(frames(n))
 
 
