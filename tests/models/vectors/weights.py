@@ -12,9 +12,15 @@ import numpy as np
 def _std_for(name: str) -> float:
     if name.endswith("attn.qkv.weight"):
         return 0.08   # larger than the 0.02 init so the attention is peaked, not uniform
-    if "norm" in name and name.endswith("weight"):
+    if _around_one(name):
         return 0.1    # around 1.0, see below
     return 0.02
+
+
+def _around_one(name: str) -> bool:
+    """LayerNorm weights and LayerScale gammas (DINOv2) are drawn around 1.0, so that every
+    block changes the tokens (a gamma of 0.02 would make the residual branches vanish)."""
+    return ("norm" in name and name.endswith("weight")) or name.endswith(".gamma")
 
 
 def deterministic_state(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
@@ -23,7 +29,7 @@ def deterministic_state(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[s
     out = {}
     for name in sorted(shapes):
         a = rng.standard_normal(shapes[name]).astype(np.float32) * _std_for(name)
-        if "norm" in name and name.endswith("weight"):
+        if _around_one(name):
             a += 1.0
         out[name] = a
     return out
