@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from dino_core.constants import OUTPUT_NAMES
 from dino_core.errors import ModelError
 from dino_core.metadata import ModelMetadata
 
@@ -82,7 +83,7 @@ class OrtBackend:
         self.precision = self.metadata.precision
         self.device = self.session.get_providers()[0]
         names = [o.name for o in self.session.get_outputs()]
-        self._outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        self._outputs = [n for n in OUTPUT_NAMES if n in names]
         if self._outputs[:2] != ["cls", "attn"]:
             raise ModelError(f"{path}: outputs {names} lack cls and attn; re-export it")
         inputs = [i.name for i in self.session.get_inputs()]
@@ -94,4 +95,5 @@ class OrtBackend:
         """(B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs, see ModelOutputs."""
         values = self.session.run(self._outputs, {self.metadata.input_name: images})
         named = dict(zip(self._outputs, values))
-        return ModelOutputs(named["cls"], named["attn"], named.get("patch"))
+        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+                            named.get("attn_registers"))

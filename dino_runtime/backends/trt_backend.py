@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dino_core.constants import OUTPUT_NAMES
 from dino_core.errors import BackendUnavailable, ModelError
 from dino_core.metadata import ModelMetadata
 
@@ -116,7 +117,7 @@ class TensorRTBackend:
         if shape[0] < 0:
             shape = tuple(engine.get_tensor_profile_shape(self.input_name, 0)[2])
         self.max_batch = self.metadata.batch.max
-        self.outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        self.outputs = [n for n in OUTPUT_NAMES if n in names]
         self.buffers: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         self.context.set_input_shape(self.input_name, (self.max_batch,) + shape[1:])
         for name in [self.input_name] + self.outputs:
@@ -144,8 +145,9 @@ class TensorRTBackend:
             self.cuda.copy(out.ctypes.data, ptr, out.nbytes, "DeviceToHost", self.stream)
             results[name] = out
         self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
-        return ModelOutputs(results["cls"].astype(np.float32), results["attn"].astype(np.float32),
-                            results["patch"].astype(np.float32) if "patch" in results else None)
+        named = {name: out.astype(np.float32) for name, out in results.items()}
+        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+                            named.get("attn_registers"))
 
     def __del__(self) -> None:
         for ptr, _, _ in getattr(self, "buffers", {}).values():
