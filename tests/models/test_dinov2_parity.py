@@ -20,7 +20,7 @@ from dino_models.archs import resolve_arch
 VECTORS = Path(__file__).parent / "vectors"
 sys.path.insert(0, str(VECTORS))
 from make_dinov2_reference_vectors import CONFIGS  # noqa: E402
-from weights import deterministic_images, deterministic_state  # noqa: E402
+from weights import deterministic_images, load_deterministic, recorded_key_shapes  # noqa: E402
 
 TOL = 1e-5
 REF = np.load(VECTORS / "dinov2_reference_vectors.npz")
@@ -42,9 +42,7 @@ def _arch_name(config: str) -> str:
 def _our_model(name: str):
     depth = CONFIGS[name][2]
     model = resolve_arch(_arch_name(name)).build(depth=depth).eval()
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = deterministic_state(shapes, sum(map(ord, name)))
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    load_deterministic(model, name)
     return model
 
 
@@ -52,8 +50,7 @@ def _our_model(name: str):
 def test_state_dict_keys_and_shapes_match_official(name):
     model = _our_model(name)
     ours = {k: str(tuple(v.shape)) for k, v in model.state_dict().items()}
-    official = dict(zip(REF[f"{name}/keys"].tolist(), REF[f"{name}/key_shapes"].tolist()))
-    assert ours == official
+    assert ours == recorded_key_shapes(REF, name)
 
 
 @pytest.mark.parametrize("name,h,w", CASES)

@@ -41,3 +41,28 @@ def deterministic_images(batch: int, height: int, width: int, seed: int) -> np.n
     coarse = rng.standard_normal((batch, 3, height // 16 + 1, width // 16 + 1))
     big = np.repeat(np.repeat(coarse, 16, axis=2), 16, axis=3)[:, :, :height, :width]
     return (big + 0.3 * rng.standard_normal((batch, 3, height, width))).astype(np.float32)
+
+
+def load_deterministic(model, name: str) -> dict[str, tuple[int, ...]]:
+    """Fill a torch ``model`` strictly with :func:`deterministic_state` seeded by ``name``
+    (the configuration's name); returns its key -> shape map."""
+    import torch
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = deterministic_state(shapes, name_seed(name))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return shapes
+
+
+def name_seed(name: str) -> int:
+    return sum(map(ord, name))
+
+
+def key_arrays(name: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The stored record of a state dict's keys and shapes."""
+    return {f"{name}/keys": np.array(sorted(shapes)),
+            f"{name}/key_shapes": np.array([str(shapes[k]) for k in sorted(shapes)])}
+
+
+def recorded_key_shapes(ref, name: str) -> dict[str, str]:
+    """key -> "(shape)" as stored by :func:`key_arrays`."""
+    return dict(zip(ref[f"{name}/keys"].tolist(), ref[f"{name}/key_shapes"].tolist()))
