@@ -227,28 +227,23 @@ for n in names:
     print("   ", n[:160])
 PYEOF
     "$PY" - "$V2" <<'PYEOF' | tee -a "$OUT/dinov2_summary.txt" || FAIL=1
-import sys, time
+import sys
 from pathlib import Path
 import numpy as np
+sys.path.insert(0, "benchmarks")
+from bench_runtime import Candidate, model_only
 from dino_runtime import Runtime
 d = Path(sys.argv[1])
 frames = np.random.default_rng(0).integers(0, 256, (8, 448, 798, 3), dtype=np.uint8)
 ref = Runtime(d / "v2_448.onnx", device="cpu", batch_size=2, threshold=None)(frames[:2])
-for name, rt in (("ORT CUDA EP", Runtime(d / "v2_448.onnx", providers=["CUDAExecutionProvider"], threshold=None)),
-                 ("TensorRT fp16 engine", Runtime(d / "v2_448.fp16.engine", backend="tensorrt", device="cuda", threshold=None))):
-    out = rt(frames[:2])
+for c in (Candidate("ORT CUDA EP", d / "v2_448.onnx", (), {"providers": ["CUDAExecutionProvider"]}),
+          Candidate("TensorRT fp16 engine", d / "v2_448.fp16.engine", (),
+                    {"backend": "tensorrt", "device": "cuda"})):
+    out = Runtime(c.model, threshold=None, **c.runtime_kwargs)(frames[:2])
     cos = (out.cls * ref.cls).sum(1) / np.linalg.norm(out.cls, axis=1) / np.linalg.norm(ref.cls, axis=1)
-    print(f"{name}: min cos vs CPU {cos.min():.5f}, max|d attn_registers| "
-          f"{np.abs(out.attn_registers - ref.attn_registers).max():.2e}")
-    for batch in (1, 8):
-        x = np.stack([rt.preprocessor(f) for f in frames[:batch]])
-        for _ in range(3):
-            rt.backend.run(x)
-        n, start = 0, time.perf_counter()
-        while n < 5 or time.perf_counter() - start < 3:
-            rt.backend.run(x)
-            n += 1
-        print(f"{name}: batch {batch}: {n * batch / (time.perf_counter() - start):.1f} frames/s")
+    print(f"{c.name}: min cos vs CPU {cos.min():.5f}, max|d attn_registers| "
+          f"{np.abs(out.attn_registers - ref.attn_registers).max():.2e}; frames/s at batch 1 "
+          f"{model_only(c, frames, 1, 3):.1f}, batch 8 {model_only(c, frames, 8, 3):.1f}")
 PYEOF
 else
     echo "dinov2: no engine was built (TensorRT missing or the build failed, above)"

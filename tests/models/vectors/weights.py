@@ -66,3 +66,8 @@ def key_arrays(name: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.nd
 def recorded_key_shapes(ref, name: str) -> dict[str, str]:
     """key -> "(shape)" as stored by :func:`key_arrays`."""
     return dict(zip(ref[f"{name}/keys"].tolist(), ref[f"{name}/key_shapes"].tolist()))
+
+
+def state_key_shapes(model) -> dict[str, str]:
+    """key -> "(shape)" of a torch model's state dict, comparable with the record."""
+    return {k: str(tuple(v.shape)) for k, v in model.state_dict().items()}
