@@ -30,13 +30,20 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime import (CORES, DATA, Candidate, calibration_folder, read_frames,  # noqa: E402
-                           run_dino_run, vit_gflops)
+from bench_runtime import (
+    CORES,
+    DATA,
+    Candidate,
+    calibration_folder,
+    read_frames,
+    run_dino_run,
+    vit_gflops,
+)
 
-from dino_export import ExportConfig, export_onnx  # noqa: E402
-from dino_models.archs import resolve_arch  # noqa: E402
-from dino_runtime import Runtime  # noqa: E402
-from dino_runtime.backends import BACKEND_CHOICES  # noqa: E402
+from dino_export import ExportConfig, export_onnx
+from dino_models.archs import resolve_arch
+from dino_runtime import Runtime
+from dino_runtime.backends import BACKEND_CHOICES
 
 MODELS = ("dinov2_s14", "dinov2_s14_reg")
 BASELINE = "vit_s16"

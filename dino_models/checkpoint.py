@@ -29,8 +29,14 @@ import torch
 from dino_core.errors import CheckpointError
 
 from .archs import DINOV2_FAMILIES, FAMILIES, Arch, family_for_width
-from .convert import HFConfig, from_hf, from_timm, hf_config_path, is_hf_layout, \
-    is_timm_dinov2_layout
+from .convert import (
+    HFConfig,
+    from_hf,
+    from_timm,
+    hf_config_path,
+    is_hf_layout,
+    is_timm_dinov2_layout,
+)
 from .dinov2 import DinoVisionTransformer
 from .safe_load import load_pickle_checkpoint
 from .vision_transformer import VisionTransformer

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -47,7 +48,7 @@ class HFConfig:
     use_swiglu_ffn: bool
 
     @classmethod
-    def read(cls, path: Path) -> "HFConfig":
+    def read(cls, path: Path) -> HFConfig:
         """Parse and check ``config.json``; :class:`CheckpointError` naming the bad field."""
         where = str(path)
         if path.stat().st_size > MAX_CONFIG_BYTES:

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .layers import trunc_normal_
 from .vision_transformer import VisionTransformer

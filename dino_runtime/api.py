@@ -28,7 +28,6 @@ from .render import RenderOptions
 from .results import BatchResult, FrameResult
 from .sources import Source, SourceSpec, open_source
 
-
 FIT_IMAGES = 64   # frames a PCA basis is fitted on at most (tokens: 64 x h*w x D floats)
 
 
@@ -98,11 +97,12 @@ class Runtime:
 
     def pipeline(self, source: Source, *, max_frames: int | None = None,
                  render: RenderOptions | None = None, live: bool | None = None,
-                 keep_patch: bool = True, pca: PcaOptions = PcaOptions()) -> Pipeline:
-        """The threaded pipeline over an opened ``source`` (used by ``stream`` and the CLI)."""
+                 keep_patch: bool = True, pca: PcaOptions | None = None) -> Pipeline:
+        """The threaded pipeline over an opened ``source`` (used by ``stream`` and the CLI);
+        ``pca``: the PCA view's basis and background rule (default: fitted on the first batch)."""
         config = PipelineConfig(batch=self.batch_size, max_frames=max_frames, live=live,
                                 render=render, heads=self.heads, threshold=self.threshold,
-                                keep_patch=keep_patch, pca=pca)
+                                keep_patch=keep_patch, pca=pca or PcaOptions())
         return Pipeline(source, self.backend, config)
 
     def stream(self, source: str | int | os.PathLike | Source, *, max_frames: int | None = None,

@@ -26,8 +26,8 @@ from dino_core.signals import GracefulStop
 from .api import Runtime
 from .backends import BACKEND_CHOICES
 from .display import Display, check_display_available
-from .pipeline import Pipeline
 from .pca import PcaBasis, PcaOptions
+from .pipeline import Pipeline
 from .postprocess import HeadSelection
 from .preprocess import aspect_warning
 from .render import RenderOptions

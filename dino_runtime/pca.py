@@ -74,7 +74,7 @@ class PcaBasis:
             np.savez(file, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path, dim: int | None = None) -> "PcaBasis":
+    def load(cls, path: str | Path, dim: int | None = None) -> PcaBasis:
         """A basis written by :meth:`save`; :class:`ModelError` (one line) for anything else,
         or for a basis of another token width than ``dim``."""
         try:
@@ -94,7 +94,7 @@ class PcaBasis:
         return basis
 
     @classmethod
-    def _from_arrays(cls, values: dict[str, np.ndarray], where: str) -> "PcaBasis":
+    def _from_arrays(cls, values: dict[str, np.ndarray], where: str) -> PcaBasis:
         needed = ("mean", "components", "low", "high", "threshold")
         if not all(k in values for k in needed):
             raise ModelError(f"{where}: not a PCA basis (needs {', '.join(needed)})")
@@ -184,7 +184,7 @@ class PcaOptions:
     foreground: bool = False
     threshold: float = 0.0
 
-    def colors(self) -> "PcaColors":
+    def colors(self) -> PcaColors:
         return PcaColors(self.basis, self.foreground, self.threshold)
 
 

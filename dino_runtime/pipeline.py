@@ -48,7 +48,7 @@ class PipelineConfig:
     heads: HeadSelection = HeadSelection()
     threshold: float | None = None  # mass threshold for masks; None: no masks
     keep_patch: bool = False       # keep patch tokens in the results (and PCA needs them)
-    pca: PcaOptions = PcaOptions()  # the basis and background rule of the PCA view
+    pca: PcaOptions = field(default_factory=PcaOptions)  # the PCA view's basis, background rule
 
 
 @dataclass

@@ -8,6 +8,6 @@ from .patch_embed import PatchEmbed
 from .swiglu_ffn import SwiGLUFFN, swiglu_hidden_features
 from .weight_init import trunc_normal_
 
-__all__ = ["Attention", "Block", "DropPath", "FFN_LAYERS", "LayerScale", "Mlp", "PatchEmbed",
+__all__ = ["FFN_LAYERS", "Attention", "Block", "DropPath", "LayerScale", "Mlp", "PatchEmbed",
            "SwiGLUFFN", "attention_probs", "drop_path", "matmul_attention",
            "swiglu_hidden_features", "trunc_normal_"]

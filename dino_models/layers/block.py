@@ -7,10 +7,10 @@ official DINO and DINOv2 checkpoints.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from .attention import Attention
 from .drop_path import DropPath

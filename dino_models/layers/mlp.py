@@ -1,10 +1,10 @@
 """The ViT feed-forward network: Linear, GELU, Linear."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 
 class Mlp(nn.Module):

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def swiglu_hidden_features(hidden_features: int) -> int:

@@ -74,12 +74,12 @@ def test_real_size_vits14_layout(tmp_path):
 
 
 @pytest.mark.parametrize("name,url,cached", [
-    ("dinov2_vits14", "https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/"
-                      "dinov2_vits14_pretrain.pth", "dinov2_vits14_pretrain.pth"),
-    ("dinov2_vitg14_reg", "https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/"
-                          "dinov2_vitg14_reg4_pretrain.pth", "dinov2_vitg14_reg4_pretrain.pth"),
-    ("dino_vits8", "https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/"
-                   "dino_deitsmall8_pretrain.pth", "dino_deitsmall8_pretrain.pth"),
+    ("dinov2_vits14", ("https://dl.fbaipublicfiles.com/dinov2/dinov2_vits14/"
+                       "dinov2_vits14_pretrain.pth"), "dinov2_vits14_pretrain.pth"),
+    ("dinov2_vitg14_reg", ("https://dl.fbaipublicfiles.com/dinov2/dinov2_vitg14/"
+                           "dinov2_vitg14_reg4_pretrain.pth"), "dinov2_vitg14_reg4_pretrain.pth"),
+    ("dino_vits8", ("https://dl.fbaipublicfiles.com/dino/dino_deitsmall8_pretrain/"
+                    "dino_deitsmall8_pretrain.pth"), "dino_deitsmall8_pretrain.pth"),
 ])
 def test_hub_names_resolve_like_torch_hub(tmp_path, monkeypatch, name, url, cached):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
@@ -143,8 +143,9 @@ def transformers():
     return pytest.importorskip("transformers", reason="transformers (the test extra) writes the "
                                "reference checkpoints")
 
-HF_TINY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=56,
-               patch_size=14, layerscale_value=0.5, attn_implementation="eager")
+HF_TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+           "image_size": 56, "patch_size": 14, "layerscale_value": 0.5,
+           "attn_implementation": "eager"}
 
 
 def _hf_model(transformers, registers: int = 0, seed: int = 0, **extra):
@@ -193,6 +194,7 @@ def test_transformers_classifier_checkpoint_loads_its_backbone(tmp_path, transfo
     cfg = transformers.Dinov2Config(num_labels=3, **HF_TINY)
     clf = transformers.Dinov2ForImageClassification(cfg).eval()
     model, info = load_backbone(_save(clf, tmp_path / "clf"))
+    assert info.format == "transformers"
     x = torch.randn(1, 3, 56, 56)
     with torch.no_grad():
         ref = clf.dinov2(pixel_values=x).pooler_output

@@ -19,9 +19,13 @@ from dino_models.archs import resolve_arch
 
 VECTORS = Path(__file__).parent / "vectors"
 sys.path.insert(0, str(VECTORS))
-from make_dinov2_reference_vectors import CONFIGS  # noqa: E402
-from weights import deterministic_images, load_deterministic, recorded_key_shapes, \
-    state_key_shapes  # noqa: E402
+from make_dinov2_reference_vectors import CONFIGS
+from weights import (
+    deterministic_images,
+    load_deterministic,
+    recorded_key_shapes,
+    state_key_shapes,
+)
 
 TOL = 1e-5
 REF = np.load(VECTORS / "dinov2_reference_vectors.npz")
@@ -100,7 +104,7 @@ def test_register_models_interpolate_differently_from_plain_ones():
 def test_official_forward_and_intermediate_layers(name):
     # forward() and get_intermediate_layers() are the same computations as above, checked once
     # per model at 224x224 (each costs a full pass at every size).
-    _, registers, _, batch, _, stride, _ = CONFIGS[name]
+    batch, stride = CONFIGS[name][3], CONFIGS[name][5]
     model = _our_model(name)
     x = torch.from_numpy(deterministic_images(batch, 224, 224, sum(map(ord, name)) + 448))
     with torch.no_grad():

@@ -3,6 +3,8 @@ model starts from the same weights as the timm-based model it replaced."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -10,12 +12,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dino_models.layers import (Attention, Block, LayerScale, SwiGLUFFN, matmul_attention,
-                                swiglu_hidden_features)
+from dino_models.layers import (
+    Attention,
+    Block,
+    LayerScale,
+    SwiGLUFFN,
+    matmul_attention,
+    swiglu_hidden_features,
+)
 
 VECTORS = Path(__file__).parent / "vectors"
 sys.path.insert(0, str(VECTORS))
-from make_init_fingerprint import fingerprint, seeded_models  # noqa: E402
+from make_init_fingerprint import fingerprint, seeded_models
 
 
 def test_seeded_initialisation_is_bit_identical_to_the_timm_based_model():
@@ -97,8 +105,7 @@ def test_models_export_and_training_import_and_run_without_timm():
         "m(torch.randn(1, 3, 32, 32)).sum().backward()\n"
         "assert 'timm' not in sys.modules\n"
         "print('ok')\n")
-    import subprocess
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
-                         timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    out = subprocess.run([sys.executable, "-c", code], check=False, cwd=root, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(root)})
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

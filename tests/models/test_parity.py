@@ -18,8 +18,12 @@ from dino_models.archs import resolve_arch
 VECTORS = Path(__file__).parent / "vectors"
 sys.path.insert(0, str(VECTORS))
 from make_reference_vectors import CONFIGS  # noqa: E402
-from weights import deterministic_images, load_deterministic, recorded_key_shapes, \
-    state_key_shapes  # noqa: E402
+from weights import (
+    deterministic_images,
+    load_deterministic,
+    recorded_key_shapes,
+    state_key_shapes,  # noqa: E402
+)
 
 TOL = 1e-5
 REF = np.load(VECTORS / "reference_vectors.npz")

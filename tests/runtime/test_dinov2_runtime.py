@@ -38,7 +38,7 @@ def v2_onnx(v2_checkpoint, tmp_path_factory) -> Path:
         [sys.executable, "-m", "dino_export.cli", str(v2_checkpoint), "-o", str(out),
          "--img-size", *map(str, SIZE), "--dynamic-batch", "1", "4", "8",
          "--outputs", "cls,attn,patch,attn_registers"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "fp32 bounds: max|err| <= 1e-04 -> PASS" in done.stdout
     assert "dinov2 vit_small/14" in done.stdout and "4 registers" in done.stdout

@@ -106,7 +106,7 @@ def test_non_finite_basis_is_refused(tmp_path):
 
 
 def test_large_fits_use_a_subsample_of_positions(monkeypatch):
-    import dino_runtime.pca as pca
+    from dino_runtime import pca
     monkeypatch.setattr(pca, "MAX_FIT_TOKENS", 60)
     tokens, labels = _scenes(4)
     basis = pca.fit_basis(tokens, GRID, foreground=True)

@@ -32,7 +32,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from weights import deterministic_images, key_arrays, load_deterministic, name_seed  # noqa: E402
+from weights import deterministic_images, key_arrays, load_deterministic, name_seed
 
 SIZES = [(224, 224), (518, 518), (336, 602)]
 # name -> (official builder, registers, depth, batch, sizes, token stride, attention rows)
@@ -46,9 +46,9 @@ COMMIT = "b8931f7bf91576930313be2c6d6af376033b35f0"
 
 
 def build_official(vits, builder: str, registers: int, depth: int):
-    kwargs = dict(patch_size=14, img_size=518, init_values=1.0, block_chunks=0,
-                  num_register_tokens=registers, depth=depth,
-                  ffn_layer="swiglufused" if builder == "vit_giant2" else "mlp")
+    kwargs = {"patch_size": 14, "img_size": 518, "init_values": 1.0, "block_chunks": 0,
+              "num_register_tokens": registers, "depth": depth,
+              "ffn_layer": "swiglufused" if builder == "vit_giant2" else "mlp"}
     if registers:
         kwargs.update(interpolate_antialias=True, interpolate_offset=0.0)
     # The official builders fix depth; DinoVisionTransformer takes it, with the builder's sizes.
