@@ -13,4 +13,5 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 # Graph tensor names of every exported model.
 INPUT_FLOAT = "images"        # float32 (B, 3, H, W), RGB, normalised
 INPUT_BGR = "images_bgr"      # uint8 (B, H, W, 3), BGR, when exported with --preprocess
-OUTPUT_NAMES = ("cls", "attn", "patch")
+# Graph order; attn_registers (DINOv2 with registers): the [CLS] attention over the registers.
+OUTPUT_NAMES = ("cls", "attn", "patch", "attn_registers")

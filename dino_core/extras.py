@@ -11,8 +11,8 @@ import importlib.util
 from .errors import BackendUnavailable
 
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "export": ("torch", "onnx", "onnxscript", "onnxslim", "safetensors", "timm"),
-    "train": ("torch", "torchvision", "PIL", "tqdm", "matplotlib", "safetensors", "timm"),
+    "export": ("torch", "onnx", "onnxscript", "onnxslim", "safetensors"),
+    "train": ("torch", "torchvision", "PIL", "tqdm", "matplotlib", "safetensors"),
 }
 
 

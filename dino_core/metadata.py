@@ -13,6 +13,8 @@ Graph tensors:
     output ``cls``         (B, D)           [CLS] token after the final norm
            ``attn``        (B, heads, H/p, W/p) last block's [CLS] attention over patches
            ``patch``       (B, H/p * W/p, D) normalised patch tokens
+           ``attn_registers`` (B, heads, R) the same [CLS] row over the R register tokens
+                           (DINOv2 with registers; ``attn`` never includes them)
 """
 from __future__ import annotations
 
@@ -214,6 +216,8 @@ class ModelMetadata:
         for name in ("cls", "attn"):
             if name not in self.outputs:
                 raise ModelError(f"metadata: outputs lack {name!r} (have {shown(list(self.outputs))})")
+        if "attn_registers" in self.outputs and not self.num_registers:
+            raise ModelError("metadata: output attn_registers, but num_registers is 0")
         for name, shape in self.outputs.items():
             if name not in known:
                 raise ModelError(f"metadata: unknown output {shown(name)}; expected "

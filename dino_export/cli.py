@@ -55,7 +55,8 @@ def given_options(ctx: click.Context) -> frozenset[str]:
 @click.option("--dynamic-batch", nargs=3, type=int, default=None, metavar="MIN OPT MAX",
               help="Symbolic batch instead of --batch; OPT is TensorRT's tuning point.")
 @click.option("--outputs", multiple=True, default=("cls", "attn"), show_default=True,
-              help="Any of cls, attn, patch (comma-separated or repeated).")
+              help="Any of cls, attn, patch, attn_registers (DINOv2 with registers); comma-separated "
+                   "or repeated.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help="ONNX opset (17..23); 23 turns the fused attention into ONNX Attention ops.")
 @click.option("--precision", type=click.Choice(precisions("onnx")), default="fp32",
@@ -80,8 +81,9 @@ def given_options(ctx: click.Context) -> frozenset[str]:
 def cli(ctx, checkpoint, output, img_size, batch, dynamic_batch, outputs, opset, precision,
         calib_data, calib_count, preprocess, trt, workspace, no_verify, verify_data,
         checkpoint_key) -> None:
-    """Export a DINO ViT CHECKPOINT (a file or a hub name such as dino_vits8) to verified ONNX
-    with its [CLS] embedding and last-block attention, and optionally a TensorRT engine."""
+    """Export a DINO or DINOv2 ViT CHECKPOINT (a file, a transformers folder, or a hub name such
+    as dino_vits8 or dinov2_vits14_reg) to verified ONNX with its [CLS] embedding and last-block
+    attention, and optionally a TensorRT engine."""
     require_extra("export", PROG)
     from .pipeline import ExportRequest, run_export
     if batch is not None and dynamic_batch is not None:

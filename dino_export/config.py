@@ -21,8 +21,8 @@ class ExportConfig:
 
     ``img_size`` is (H, W) in pixels, both multiples of the patch size. ``batch`` fixes the
     batch dimension; ``dynamic_batch`` = (min, opt, max) makes it symbolic instead (``opt`` is
-    used for TensorRT's optimisation profile). ``outputs`` is any of cls/attn/patch, in that
-    order in the graph. ``preprocess`` bakes uint8 BGR (B, H, W, 3) -> normalised float
+    used for TensorRT's optimisation profile). ``outputs`` is any of cls/attn/patch/attn_registers,
+    in that order in the graph. ``preprocess`` bakes uint8 BGR (B, H, W, 3) -> normalised float
     (B, 3, H, W) into the graph.
     """
 

@@ -1,12 +1,16 @@
 """The module that is traced into ONNX: :class:`ExportGraph`.
 
-It wraps a :class:`~dino_models.VisionTransformer` for one input size:
+It wraps a DINO or DINOv2 :class:`~dino_models.VisionTransformer` for one input size:
   * the position embedding for that size is computed once, with the official bicubic
-    interpolation, and stored as a constant (no Resize in the graph);
+    interpolation of the model's family, and stored as a constant (no Resize in the graph,
+    whatever the size; no mask input: DINOv2's mask token is a training input only);
   * optionally, uint8 BGR (B, H, W, 3) input, its normalisation folded into the patch
     embedding (see :func:`fold_bgr_normalization`);
-  * one forward pass returns the requested outputs, always in the order cls, attn, patch:
-    ``cls`` (B, D), ``attn`` (B, heads, H/p, W/p), ``patch`` (B, H/p * W/p, D).
+  * one forward pass returns the requested outputs, always in the order cls, attn, patch,
+    attn_registers: ``cls`` (B, D), ``attn`` (B, heads, H/p, W/p) over the patch tokens only,
+    ``patch`` (B, H/p * W/p, D), ``attn_registers`` (B, heads, R).
+Every block's attention is one fused SDPA-shaped call (see ``dino_models.layers.attention``);
+the last block's [CLS] probabilities are computed beside it for one query.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from dino_core.constants import IMAGENET_MEAN, IMAGENET_STD
+from dino_core.errors import OptionError
 from dino_models import VisionTransformer
 
 from .config import ExportConfig, check_img_size
@@ -53,6 +58,9 @@ class ExportGraph(nn.Module):
     def __init__(self, model: VisionTransformer, config: ExportConfig) -> None:
         super().__init__()
         check_img_size(config.img_size, model.patch_size)
+        if "attn_registers" in config.outputs and not model.num_register_tokens:
+            raise OptionError("--outputs attn_registers needs a model with register tokens "
+                              "(DINOv2 ..._reg); this one has none")
         self.preprocess = config.preprocess
         self.model = (fold_bgr_normalization(model) if self.preprocess else model).eval()
         self.outputs = config.outputs
@@ -64,14 +72,10 @@ class ExportGraph(nn.Module):
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # uint8 BGR (B, H, W, 3) -> float (B, 3, H, W); normalisation is in the folded Conv
         x = images.permute(0, 3, 1, 2).to(torch.float32) if self.preprocess else images
-        if "patch" in self.outputs:
-            cls, patch, attn = self.model.forward_features_and_attention(x, self.pos_embed)
-        else:
-            # The last block then runs its projection and MLP on the [CLS] token only.
-            cls, attn = self.model.forward_cls_and_attention(x, self.pos_embed)
-            patch = None
-        attn = attn.unflatten(-1, self.grid)  # (B, heads, N) -> (B, heads, H/p, W/p)
-        named = {"cls": cls, "attn": attn, "patch": patch}
+        # Without patch tokens the last block runs its projection and MLP on [CLS] only.
+        out = self.model.forward_single_pass(x, self.pos_embed, patch="patch" in self.outputs)
+        named = {"cls": out.cls, "attn": out.attn.unflatten(-1, self.grid),  # (B, heads, h, w)
+                 "patch": out.patch, "attn_registers": out.attn_registers}
         return tuple(named[name] for name in self.outputs)
 
     def example_input(self, batch: int, img_size: tuple[int, int], seed: int = 0) -> torch.Tensor:

@@ -6,7 +6,7 @@
 or hub name) or an in-memory :class:`~dino_models.VisionTransformer`. The file holds one
 graph with input ``images`` float32 (B, 3, H, W) (or ``images_bgr`` uint8 (B, H, W, 3) with
 ``config.preprocess``) and outputs ``cls`` (B, D), ``attn`` (B, heads, H/p, W/p) and/or
-``patch`` (B, H/p * W/p, D), in ``config.precision`` (fp16 and int8 keep float32 inputs and
+``patch`` (B, H/p * W/p, D) and (DINOv2 with registers) ``attn_registers`` (B, heads, R), in ``config.precision`` (fp16 and int8 keep float32 inputs and
 outputs), with a :class:`dino_core.metadata.ModelMetadata` in ``metadata_props``. The file
 is written to a temporary name and renamed, so ``out_path`` is never half-written.
 
@@ -63,7 +63,7 @@ def load_model(checkpoint_or_model, checkpoint_key: str = "teacher"
     """A path/hub name (through ``load_backbone``) or a model -> (model in eval mode, source)."""
     if isinstance(checkpoint_or_model, VisionTransformer):
         model = checkpoint_or_model.eval()
-        family = family_for_width(model.embed_dim)
+        family = family_for_width(model.embed_dim, model.family)
         arch = family.name if family else f"vit_d{model.embed_dim}"
         return model, WeightsSource("<in-memory model>", arch, "")
     model, info = load_backbone(checkpoint_or_model, checkpoint_key=checkpoint_key)
@@ -75,7 +75,8 @@ def output_shapes(model: VisionTransformer, config: ExportConfig) -> dict[str, l
     b = "B"
     gh, gw = config.img_size[0] // model.patch_size, config.img_size[1] // model.patch_size
     shapes = {"cls": [b, model.embed_dim], "attn": [b, model.num_heads, gh, gw],
-              "patch": [b, gh * gw, model.embed_dim]}
+              "patch": [b, gh * gw, model.embed_dim],
+              "attn_registers": [b, model.num_heads, model.num_register_tokens]}
     return {name: shapes[name] for name in config.outputs}
 
 
@@ -86,7 +87,8 @@ def build_metadata(model: VisionTransformer, source: WeightsSource, config: Expo
         arch=source.arch, patch_size=model.patch_size, embed_dim=model.embed_dim,
         num_heads=model.num_heads, depth=len(model.blocks), img_size=tuple(config.img_size),
         input_name=fmt.input_name, input_format=fmt, outputs=output_shapes(model, config),
-        precision=config.precision, batch=config.batch_spec, checkpoint_sha256=source.sha256,
+        precision=config.precision, batch=config.batch_spec, family=model.family,
+        num_registers=model.num_register_tokens, checkpoint_sha256=source.sha256,
         toolkit_version=toolkit_version()).validate()
 
 
@@ -118,7 +120,9 @@ def attach_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "dino-edge"
     proto.producer_version = meta.toolkit_version
-    proto.doc_string = (f"DINO {meta.arch}/{meta.patch_size} at {meta.img_size[0]}x"
+    family = "DINOv2" if meta.family == "dinov2" else "DINO"
+    registers = f" with {meta.num_registers} registers" if meta.num_registers else ""
+    proto.doc_string = (f"{family} {meta.arch}/{meta.patch_size}{registers} at {meta.img_size[0]}x"
                         f"{meta.img_size[1]}, outputs {', '.join(meta.outputs)}")
 
 

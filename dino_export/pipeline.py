@@ -69,8 +69,9 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     cfg = req.config
     model, source = load_model(req.checkpoint, cfg.checkpoint_key)
     check_img_size(cfg.img_size, model.patch_size)
-    log(f"loaded {source.name}: {source.arch}/{model.patch_size}, depth {len(model.blocks)}, "
-        f"{model.embed_dim} wide, {model.num_heads} heads")
+    registers = f", {model.num_register_tokens} registers" if model.num_register_tokens else ""
+    log(f"loaded {source.name}: {model.family} {source.arch}/{model.patch_size}, depth "
+        f"{len(model.blocks)}, {model.embed_dim} wide, {model.num_heads} heads{registers}")
     inputs = verification_sets(cfg.img_size, req.verify_data) if req.verify else []
     start = time.perf_counter()
     graphs = _Graphs(req, model, source, export_fp32(model, cfg)[0], inputs, log)

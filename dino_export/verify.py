@@ -60,6 +60,7 @@ class Comparison:
     mask_iou_min: float
     patch_max_abs: float | None = None
     patch_cosine: float | None = None
+    attn_registers_max_abs: float | None = None
 
 
 @dataclass
@@ -75,8 +76,8 @@ class VerifyReport:
         tol, out = self.tolerance, []
         for r in self.rows:
             if tol.max_abs is not None:
-                worst = max(v for v in (r.cls_max_abs, r.attn_max_abs, r.patch_max_abs)
-                            if v is not None)
+                worst = max(v for v in (r.cls_max_abs, r.attn_max_abs, r.patch_max_abs,
+                                        r.attn_registers_max_abs) if v is not None)
                 if not worst <= tol.max_abs:
                     out.append(f"{r.inputs}: max abs error {worst:.2e} > {tol.max_abs:.0e}")
             if tol.min_cosine is not None:
@@ -112,12 +113,14 @@ class VerifyReport:
 
 def torch_reference(model: VisionTransformer, x: np.ndarray) -> dict[str, np.ndarray]:
     """PyTorch float32 outputs for normalised float input (B, 3, H, W): cls (B, D), attn
-    (B, heads, h, w), patch (B, N, D); the model's own interpolation, not the export's constant."""
+    (B, heads, h, w), patch (B, N, D), attn_registers (B, heads, R); the model's own
+    interpolation, not the export's constant."""
     with torch.no_grad():
-        cls, patch, attn = model.forward_features_and_attention(torch.from_numpy(x))
+        out = model.forward_single_pass(torch.from_numpy(x))
     gh, gw = x.shape[-2] // model.patch_size, x.shape[-1] // model.patch_size
-    return {"cls": cls.numpy(), "patch": patch.numpy(),
-            "attn": attn.unflatten(-1, (gh, gw)).numpy()}
+    return {"cls": out.cls.numpy(), "patch": out.patch.numpy(),
+            "attn": out.attn.unflatten(-1, (gh, gw)).numpy(),
+            "attn_registers": out.attn_registers.numpy()}
 
 
 def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> Comparison:
@@ -136,7 +139,8 @@ def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) 
         cls_cosine=float(cosine(ref["cls"], got["cls"]).min()) if "cls" in got else 1.0,
         mask_iou=float(ious.mean()), mask_iou_min=float(ious.min()),
         patch_max_abs=max_abs("patch"),
-        patch_cosine=float(cosine(ref["patch"], got["patch"]).min()) if "patch" in got else None)
+        patch_cosine=float(cosine(ref["patch"], got["patch"]).min()) if "patch" in got else None,
+        attn_registers_max_abs=max_abs("attn_registers"))
 
 
 def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
@@ -165,8 +169,9 @@ def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSe
     for label, bgr in inputs:
         got = runtime(bgr)
         named = {"cls": got.cls, "attn": got.attn}
-        if got.patch is not None:
-            named["patch"] = got.patch
+        for name in ("patch", "attn_registers"):
+            if getattr(got, name) is not None:
+                named[name] = getattr(got, name)
         x = np.stack([to_float(frame) for frame in bgr])
         report.rows.append(compare(label, torch_reference(model, x), named))
     return report

@@ -1,21 +1,26 @@
-"""The one table of architecture names: short names (``vit_s8``) and official ones (``vit_small``)."""
+"""The one table of architecture names: DINO's short names (``vit_s8``) and official ones
+(``vit_small``), and DINOv2's (``dinov2_s14``, ``dinov2_s14_reg`` with 4 registers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
+from .dinov2 import NUM_REGISTERS, SIZES, build_dinov2
 from .vision_transformer import VisionTransformer, vit_base, vit_large, vit_small, vit_tiny
 
 
 @dataclass(frozen=True)
 class Family:
-    """One ViT width; ``builder(patch_size, **kwargs)`` has the official signature."""
+    """One ViT width of one model family; ``builder(patch_size, **kwargs)`` has the official
+    signature. ``kind`` is "dino" or "dinov2" (the ``family`` of exported metadata)."""
 
     name: str
     embed_dim: int
     depth: int
     num_heads: int
     builder: Callable[..., VisionTransformer]
+    kind: str = "dino"
 
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (
@@ -24,6 +29,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("vit_base", 768, 12, 12, vit_base),
     Family("vit_large", 1024, 24, 16, vit_large),
 )}
+
+DINOV2_FAMILIES: dict[str, Family] = {
+    name: Family(name, dim, depth, heads, partial(build_dinov2, name), "dinov2")
+    for name, (dim, depth, heads, _) in SIZES.items()}
 
 # Short name -> (family, patch size). ViT-S/8 and ViT-B/8 are the official DINO releases.
 SHORT_NAMES: dict[str, tuple[str, int]] = {
@@ -36,43 +45,57 @@ SHORT_NAMES: dict[str, tuple[str, int]] = {
     "vit_l16": ("vit_large", 16),
 }
 
+# DINOv2 name -> (family, registers): the eight official hub backbones, all patch 14.
+DINOV2_NAMES: dict[str, tuple[str, int]] = {
+    f"dinov2_{name[4]}14{suffix}": (name, registers)
+    for name in SIZES for suffix, registers in (("", 0), ("_reg", NUM_REGISTERS))}
+
 
 @dataclass(frozen=True)
 class Arch:
-    """A resolved architecture: family plus patch size."""
+    """A resolved architecture: family, patch size and (DINOv2) register count."""
 
     family: Family
     patch_size: int
+    num_registers: int = 0
 
     @property
     def short_name(self) -> str:
+        if self.family.kind == "dinov2":
+            return (f"dinov2_{self.family.name[4]}{self.patch_size}"
+                    f"{'_reg' if self.num_registers else ''}")
         return f"vit_{self.family.name[4]}{self.patch_size}"
 
     def build(self, **kwargs) -> VisionTransformer:
+        if self.family.kind == "dinov2":
+            kwargs["num_register_tokens"] = self.num_registers
         return self.family.builder(patch_size=self.patch_size, **kwargs)
 
 
 def valid_names() -> list[str]:
-    return sorted(SHORT_NAMES) + sorted(FAMILIES)
+    return sorted(SHORT_NAMES) + sorted(FAMILIES) + sorted(DINOV2_NAMES)
 
 
 def resolve_arch(name: str, patch_size: int | None = None) -> Arch:
-    """``vit_s8`` or ``vit_small`` (+ ``patch_size``, default 16) -> :class:`Arch`.
+    """``vit_s8``, ``vit_small`` (+ ``patch_size``, default 16) or ``dinov2_s14_reg`` -> :class:`Arch`.
 
     An unknown name raises ``ValueError`` listing the valid ones; a short name with a
     contradicting ``patch_size`` is an error rather than a silent choice.
     """
-    if name in SHORT_NAMES:
-        family, patch = SHORT_NAMES[name]
+    if name in SHORT_NAMES or name in DINOV2_NAMES:
+        family, patch = SHORT_NAMES[name] if name in SHORT_NAMES else (DINOV2_NAMES[name][0], 14)
         if patch_size is not None and patch_size != patch:
             raise ValueError(f"--arch {name} has patch size {patch}, but patch size "
                              f"{patch_size} was given; use {family} --patch-size {patch_size}")
+        if name in DINOV2_NAMES:
+            return Arch(DINOV2_FAMILIES[family], patch, DINOV2_NAMES[name][1])
         return Arch(FAMILIES[family], patch)
     if name in FAMILIES:
         return Arch(FAMILIES[name], patch_size or 16)
     raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(valid_names())}")
 
 
-def family_for_width(embed_dim: int) -> Family | None:
+def family_for_width(embed_dim: int, kind: str = "dino") -> Family | None:
     """The family with this embedding width, used to infer heads from a bare state dict."""
-    return next((f for f in FAMILIES.values() if f.embed_dim == embed_dim), None)
+    table = DINOV2_FAMILIES if kind == "dinov2" else FAMILIES
+    return next((f for f in table.values() if f.embed_dim == embed_dim), None)

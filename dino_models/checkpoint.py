@@ -1,12 +1,17 @@
-"""One entry point for every checkpoint a DINO user has: :func:`load_backbone`.
+"""One entry point for every checkpoint a DINO or DINOv2 user has: :func:`load_backbone`.
 
-Accepted, with the architecture inferred from the weights:
-  * official pretrained backbones (plain state dict, e.g. ``dino_deitsmall8_pretrain.pth``);
-  * official training checkpoints (``student``/``teacher``/``optimizer``/``epoch``/``args``/
-    ``dino_loss``; keys prefixed ``module.`` and ``backbone.``); the teacher by default;
+Accepted, with the architecture (family, size, patch, registers) inferred from the weights:
+  * official pretrained backbones (plain state dict, e.g. ``dino_deitsmall8_pretrain.pth``,
+    ``dinov2_vits14_pretrain.pth``, ``dinov2_vitg14_reg4_pretrain.pth``);
+  * official DINO training checkpoints (``student``/``teacher``/``optimizer``/``epoch``/
+    ``args``/``dino_loss``; keys prefixed ``module.`` and ``backbone.``); the teacher by default;
   * this toolkit's training checkpoints (the official format plus a ``dino_edge`` record);
   * ``.safetensors`` files holding a backbone state dict;
-  * the official hub names ``dino_vits16 dino_vits8 dino_vitb16 dino_vitb8``.
+  * Hugging Face ``transformers`` DINOv2 models: a ``save_pretrained`` folder, or its
+    ``model.safetensors`` with ``config.json`` beside it; timm's DINOv2 weights
+    (:mod:`dino_models.convert` maps both to the official keys);
+  * the official hub names (:data:`HUB`): ``dino_vits16`` ... and ``dinov2_vits14``,
+    ``dinov2_vits14_reg`` ...; downloads are checked against the SHA-256 pinned there.
 Loading is strict: a missing or unexpected backbone key is an error naming it.
 """
 from __future__ import annotations
@@ -15,7 +20,7 @@ import hashlib
 import os
 import re
 import urllib.error
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,17 +30,66 @@ from dino_core import memory
 from dino_core.errors import CheckpointError
 from dino_core.metadata import INT_RANGES, shown
 
-from .archs import FAMILIES, Arch, family_for_width
+from .archs import DINOV2_FAMILIES, FAMILIES, Arch, family_for_width
+from .convert import (
+    HFConfig,
+    from_hf,
+    from_timm,
+    hf_config_path,
+    is_hf_layout,
+    is_timm_dinov2_layout,
+)
+from .dinov2 import DinoVisionTransformer
 from .safe_load import load_pickle_checkpoint
 from .vision_transformer import VisionTransformer
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/dino"
-# Official release files (facebookresearch/dino, hubconf.py and README).
-HUB_FILES: dict[str, str] = {
-    "dino_vits16": "dino_deitsmall16_pretrain",
-    "dino_vits8": "dino_deitsmall8_pretrain",
-    "dino_vitb16": "dino_vitbase16_pretrain",
-    "dino_vitb8": "dino_vitbase8_pretrain",
+_DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One official release file: ``folder/stem.pth`` under its family's base URL."""
+
+    folder: str
+    stem: str
+    sha256: str | None = None   # pinned only where a public source gives it (see HUB)
+
+    @property
+    def family(self) -> str:
+        return "dinov2" if self.stem.startswith("dinov2") else "dino"
+
+
+# Official release files (facebookresearch/dino and facebookresearch/dinov2 hubconf.py and
+# README). Meta publishes no checksums. The SHA-256 values pinned here are those that public
+# projects which download the official files pin in their own code (found by code search,
+# 2026): dinov2_vits14 and dinov2_vitb14 in several independent projects (they agree),
+# dinov2_vitl14, dinov2_vitg14 and dinov2_vits14_reg in one or two each. For the DINO files
+# and the other register files no SHA-256 was found (only 6-digit MD5 prefixes for DINO), so
+# they are not checked rather than checked against an invented value.
+HUB: dict[str, HubFile] = {
+    "dino_vits16": HubFile("dino_deitsmall16_pretrain", "dino_deitsmall16_pretrain"),
+    "dino_vits8": HubFile("dino_deitsmall8_pretrain", "dino_deitsmall8_pretrain"),
+    "dino_vitb16": HubFile("dino_vitbase16_pretrain", "dino_vitbase16_pretrain"),
+    "dino_vitb8": HubFile("dino_vitbase8_pretrain", "dino_vitbase8_pretrain"),
+    "dinov2_vits14": HubFile(
+        "dinov2_vits14", "dinov2_vits14_pretrain",
+        "b938bf1bc15cd2ec0feacfe3a1bb553fe8ea9ca46a7e1d8d00217f29aef60cd9"),
+    "dinov2_vitb14": HubFile(
+        "dinov2_vitb14", "dinov2_vitb14_pretrain",
+        "0b8b82f85de91b424aded121c7e1dcc2b7bc6d0adeea651bf73a13307fad8c73"),
+    "dinov2_vitl14": HubFile(
+        "dinov2_vitl14", "dinov2_vitl14_pretrain",
+        "d5383ea8f4877b2472eb973e0fd72d557c7da5d3611bd527ceeb1d7162cbf428"),
+    "dinov2_vitg14": HubFile(
+        "dinov2_vitg14", "dinov2_vitg14_pretrain",
+        "baf8467e50af277596bbbafa06887c177ee899ab46033649c383577d7e9309d3"),
+    "dinov2_vits14_reg": HubFile(
+        "dinov2_vits14", "dinov2_vits14_reg4_pretrain",
+        "f433177089a681826f849f194ece3bb48f4d63fb38d32fc837e3dc7a4e5641fb"),
+    "dinov2_vitb14_reg": HubFile("dinov2_vitb14", "dinov2_vitb14_reg4_pretrain"),
+    "dinov2_vitl14_reg": HubFile("dinov2_vitl14", "dinov2_vitl14_reg4_pretrain"),
+    "dinov2_vitg14_reg": HubFile("dinov2_vitg14", "dinov2_vitg14_reg4_pretrain"),
 }
 TRAINING_KEYS = ("student", "teacher")
 TOOLKIT_KEY = "dino_edge"   # this toolkit's record in a training checkpoint
@@ -47,7 +101,8 @@ class BackboneInfo:
 
     source: str
     path: Path
-    format: str                # official-pretrained | official-training | toolkit-training | safetensors
+    format: str                # official-pretrained | official-training | toolkit-training |
+    #                            safetensors | transformers | timm
     checkpoint_key: str | None  # "teacher"/"student" for training checkpoints
     arch: str                  # family name, e.g. "vit_small"
     patch_size: int
@@ -57,33 +112,57 @@ class BackboneInfo:
     img_size: int              # side of the stored position-embedding grid, in pixels
     sha256: str
     epoch: int | None = None
+    family: str = "dino"       # dino | dinov2
+    num_registers: int = 0
 
     @property
     def short_name(self) -> str:
+        if self.family == "dinov2" and self.arch in DINOV2_FAMILIES:
+            return f"dinov2_{self.arch[4]}{self.patch_size}{'_reg' if self.num_registers else ''}"
         return f"vit_{self.arch[4]}{self.patch_size}" if self.arch in FAMILIES else self.arch
 
 
 def hub_url(name: str) -> str:
-    stem = HUB_FILES[name]
-    return f"{_BASE_URL}/{stem}/{stem}.pth"
+    entry = HUB[name]
+    base = _DINOV2_BASE_URL if entry.family == "dinov2" else _BASE_URL
+    return f"{base}/{entry.folder}/{entry.stem}.pth"
 
 
 def hub_cache_path(name: str) -> Path:
     """Where ``torch.hub.load_state_dict_from_url`` keeps the release file."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / f"{HUB_FILES[name]}.pth"
+    return Path(torch.hub.get_dir()) / "checkpoints" / f"{HUB[name].stem}.pth"
+
+
+def check_hub_sha256(name: str, path: Path, sha256: str) -> None:
+    """:class:`CheckpointError` when the file behind hub name ``name`` is not the official one
+    (its SHA-256 differs from the pinned value); files without a pinned value pass."""
+    expected = HUB[name].sha256
+    if expected is not None and sha256 != expected:
+        raise CheckpointError(
+            f"{name}: {path} has SHA-256 {sha256}, the official {HUB[name].stem}.pth has "
+            f"{expected}; delete the file and download it again from {hub_url(name)}")
+
+
+# The weights file of a transformers save_pretrained folder (safetensors first, as it writes).
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 
 def resolve_source(source: str | os.PathLike, download: bool = True) -> Path:
-    """A path, or a hub name resolved to the cached (or freshly downloaded) release file."""
+    """A path (a transformers folder resolved to its weights file), or a hub name resolved to
+    the cached (or freshly downloaded) release file."""
     text = str(source)
-    if text in HUB_FILES and not Path(text).exists():
+    if text in HUB and not Path(text).exists():
         return _fetch_hub_file(text, download)
     path = Path(text).expanduser()
     if not path.exists():
-        hint = f"; hub names: {', '.join(HUB_FILES)}" if "/" not in text else ""
+        hint = f"; hub names: {', '.join(HUB)}" if "/" not in text else ""
         raise CheckpointError(f"{text}: no such file{hint}")
     if path.is_dir():
-        raise CheckpointError(f"{text}: is a directory, expected a checkpoint file")
+        weights = [path / name for name in HF_WEIGHTS if (path / name).is_file()]
+        if not weights or not (path / "config.json").is_file():
+            raise CheckpointError(f"{text}: is a directory, expected a checkpoint file or a "
+                                  "transformers folder (config.json and model.safetensors)")
+        return weights[0]
     return path
 
 
@@ -103,6 +182,11 @@ def _fetch_hub_file(name: str, download: bool) -> Path:
         raise CheckpointError(
             f"{name}: could not download {url} ({getattr(e, 'reason', e)}); when offline, "
             f"place that file at {cached}") from None
+    try:
+        check_hub_sha256(name, cached, file_sha256(partial))
+    except CheckpointError:
+        partial.unlink(missing_ok=True)  # a file that is not the official one is not kept
+        raise
     partial.replace(cached)  # atomic: a half-downloaded file never sits at the cache path
     return cached
 
@@ -181,33 +265,48 @@ class InferredConfig:
     img_size: int
     mlp_ratio: float
     qkv_bias: bool
+    family: str = "dino"          # dino | dinov2
+    num_registers: int = 0
+    ffn_layer: str = "mlp"        # mlp | swiglu
+    ffn_hidden: int = 0
+    layer_norm_eps: float = 1e-6
 
 
 def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
                  where: str = "checkpoint") -> InferredConfig:
-    """Architecture from weight shapes: patch size, width, depth, grid; heads from the width.
+    """Architecture from weight shapes: family, patch size, width, depth, grid, registers and
+    feed-forward; heads from the width (or ``num_heads`` when a record or config gives it).
 
     Every shape is checked before it is used, and the result against the ranges a model file
     may have (``dino_core.metadata.INT_RANGES``): the shapes are untrusted input.
     """
-    needed = ("cls_token", "pos_embed", "patch_embed.proj.weight", "blocks.0.mlp.fc1.weight")
-    if not all(k in state for k in needed[:3]):
+    needed = ("cls_token", "pos_embed", "patch_embed.proj.weight")
+    if not all(k in state for k in needed):
         kind = _guess_kind(state)
         raise CheckpointError(f"{where}: {kind}, not a DINO ViT backbone "
-                              f"(no {', '.join(k for k in needed[:3] if k not in state)})")
-    if needed[3] not in state:
-        raise CheckpointError(f"{where}: not a DINO ViT backbone (no {needed[3]})")
+                              f"(no {', '.join(k for k in needed if k not in state)})")
     patch_weight = _shaped(state, "patch_embed.proj.weight", 4, "(dim, 3, patch, patch)", where)
     embed_dim, _, patch, patch_w = patch_weight
     if patch != patch_w:
         raise CheckpointError(f"{where}: non-square patches {patch}x{patch_w} are not supported")
+    depth = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))),
+                    default=-1)
+    if depth < 1:
+        raise CheckpointError(f"{where}: no transformer blocks (blocks.0.*) in the state dict")
     tokens = _shaped(state, "pos_embed", 3, "(1, tokens, dim)", where)[1]
-    hidden = _shaped(state, "blocks.0.mlp.fc1.weight", 2, "(hidden, dim)", where)[0]
-    depth = 1 + max(int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k)))
-    grid = round(max(tokens - 1, 0) ** 0.5)
-    family = family_for_width(embed_dim)
+    family = "dinov2" if "mask_token" in state or "blocks.0.ls1.gamma" in state else "dino"
+    table = family_for_width(embed_dim, family)
     if num_heads is None:
-        num_heads = family.num_heads if family else max(1, embed_dim // 64)
+        num_heads = table.num_heads if table else max(1, embed_dim // 64)
+    swiglu = "blocks.0.mlp.w12.weight" in state
+    ffn_key = "blocks.0.mlp.w12.weight" if swiglu else "blocks.0.mlp.fc1.weight"
+    if ffn_key not in state:
+        raise CheckpointError(f"{where}: not a DINO ViT backbone (no {ffn_key})")
+    # w12 packs the gate and the value: twice the hidden width
+    hidden = _shaped(state, ffn_key, 2, "(hidden, dim)", where)[0] // (2 if swiglu else 1)
+    registers = (_shaped(state, "register_tokens", 3, "(1, registers, dim)", where)[1]
+                 if "register_tokens" in state else 0)
+    grid = round(max(tokens - 1, 0) ** 0.5)
     for name, value in (("patch_size", patch), ("embed_dim", embed_dim), ("depth", depth),
                         ("num_heads", num_heads)):
         low, high = INT_RANGES[name]
@@ -221,9 +320,11 @@ def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
         raise CheckpointError(f"{where}: pos_embed holds {tokens} tokens and the MLP {hidden} "
                               "hidden units; not a ViT")
     return InferredConfig(
-        arch=family.name if family else f"vit_d{embed_dim}", patch_size=patch,
+        arch=table.name if table else f"vit_d{embed_dim}", patch_size=patch,
         embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=grid * patch,
-        mlp_ratio=hidden / embed_dim, qkv_bias="blocks.0.attn.qkv.bias" in state)
+        mlp_ratio=hidden / embed_dim, qkv_bias="blocks.0.attn.qkv.bias" in state,
+        family=family, num_registers=registers, ffn_layer="swiglu" if swiglu else "mlp",
+        ffn_hidden=hidden)
 
 
 def _shaped(state: Mapping[str, Any], key: str, rank: int, expected: str,
@@ -238,9 +339,10 @@ def _shaped(state: Mapping[str, Any], key: str, rank: int, expected: str,
 
 def parameter_bytes(cfg: InferredConfig) -> int:
     """float32 bytes of the ViT ``cfg`` describes (what :func:`build_backbone` allocates)."""
-    d, hidden = cfg.embed_dim, round(cfg.mlp_ratio * cfg.embed_dim)
-    block = 4 * d * d + 2 * d * hidden + 9 * d + hidden  # qkv, proj, fc1, fc2, two norms
-    tokens = (cfg.img_size // cfg.patch_size) ** 2 + 1
+    d, hidden = cfg.embed_dim, cfg.ffn_hidden or round(cfg.mlp_ratio * cfg.embed_dim)
+    ffn = (3 if cfg.ffn_layer == "swiglu" else 2) * d * hidden  # fc1, fc2 (or w12, w3)
+    block = 4 * d * d + ffn + 9 * d + hidden  # qkv, proj, feed-forward, two norms
+    tokens = (cfg.img_size // cfg.patch_size) ** 2 + 1 + cfg.num_registers
     stem = d * 3 * cfg.patch_size ** 2 + d + tokens * d + 3 * d
     return 4 * (cfg.depth * block + stem)
 
@@ -272,14 +374,40 @@ def _guess_kind(state: Mapping[str, Any]) -> str:
 
 
 def build_backbone(cfg: InferredConfig) -> VisionTransformer:
-    """An untrained ViT of the inferred shape (ImageNet-style LayerNorm eps 1e-6)."""
+    """An untrained ViT of the inferred shape (LayerNorm eps 1e-6 unless a config says)."""
     from functools import partial
 
     import torch.nn as nn
+    if cfg.family == "dinov2":
+        # The official hub settings; register models interpolate as dinov2/hub/backbones.py.
+        interpolation = ({"interpolate_antialias": True, "interpolate_offset": 0.0}
+                         if cfg.num_registers else {})
+        return DinoVisionTransformer(
+            img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.embed_dim,
+            depth=cfg.depth, num_heads=cfg.num_heads, qkv_bias=cfg.qkv_bias, init_values=1.0,
+            ffn_layer=cfg.ffn_layer, ffn_hidden=cfg.ffn_hidden,
+            num_register_tokens=cfg.num_registers, layer_norm_eps=cfg.layer_norm_eps,
+            **interpolation)
     return VisionTransformer(img_size=[cfg.img_size], patch_size=cfg.patch_size,
                              embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
                              mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
-                             norm_layer=partial(nn.LayerNorm, eps=1e-6))
+                             norm_layer=partial(nn.LayerNorm, eps=cfg.layer_norm_eps))
+
+
+def to_official_layout(state: dict[str, torch.Tensor], fmt: str, path: Path, where: str
+                       ) -> tuple[dict[str, torch.Tensor], str, HFConfig | None]:
+    """transformers and timm DINOv2 state dicts in the official layout, with the format name
+    and (transformers) the config that fixes heads and LayerNorm eps; others unchanged."""
+    if is_hf_layout(state):
+        config_path = hf_config_path(path)
+        if config_path is None:
+            raise CheckpointError(f"{where}: a transformers DINOv2 state dict without "
+                                  f"config.json beside it (in {path.parent}); pass the "
+                                  "save_pretrained folder")
+        return from_hf(state, where), "transformers", HFConfig.read(config_path)
+    if is_timm_dinov2_layout(state):
+        return from_timm(state), "timm", None
+    return state, fmt, None
 
 
 def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
@@ -318,33 +446,43 @@ def file_sha256(path: Path) -> str:
 
 def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
                   download: bool = True) -> tuple[VisionTransformer, BackboneInfo]:
-    """Checkpoint path or hub name -> (backbone in eval mode, :class:`BackboneInfo`).
+    """Checkpoint path, transformers folder or hub name -> (backbone in eval mode,
+    :class:`BackboneInfo`).
 
     Raises :class:`CheckpointError` (one line) for a missing, truncated, unsafe or foreign file,
-    an unknown ``checkpoint_key``, or any missing/unexpected backbone key.
+    an unknown ``checkpoint_key``, any missing/unexpected backbone key, or a hub file whose
+    SHA-256 is not the official one.
     """
     path = resolve_source(source, download)
     where = str(source)
+    sha256 = file_sha256(path)
+    if str(source) in HUB and path == hub_cache_path(str(source)):
+        check_hub_sha256(str(source), path, sha256)
     obj = read_checkpoint(path)
     state, fmt, key = extract_backbone(obj, checkpoint_key, where)
     if path.suffix == ".safetensors":
         fmt = "safetensors"
+    state, fmt, hf = to_official_layout(state, fmt, path, where)
     record = obj.get(TOOLKIT_KEY, {}) if isinstance(obj, Mapping) else {}
-    cfg = infer_config(state, record.get("num_heads") if isinstance(record, Mapping) else None,
-                       where)
+    heads = hf.num_attention_heads if hf else (
+        record.get("num_heads") if isinstance(record, Mapping) else None)
+    cfg = infer_config(state, heads, where)
     check_model_size(cfg, path, where)
+    if hf is not None:
+        cfg = replace(cfg, layer_norm_eps=hf.layer_norm_eps)
     model = build_backbone(cfg)
     load_state_strict(model, state, where)
     epoch = obj.get("epoch") if isinstance(obj, Mapping) and key else None
     info = BackboneInfo(
         source=str(source), path=path, format=fmt, checkpoint_key=key, arch=cfg.arch,
         patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
-        num_heads=cfg.num_heads, img_size=cfg.img_size, sha256=file_sha256(path),
-        epoch=int(epoch) if isinstance(epoch, int) else None)
+        num_heads=cfg.num_heads, img_size=cfg.img_size, sha256=sha256,
+        epoch=int(epoch) if isinstance(epoch, int) else None, family=cfg.family,
+        num_registers=cfg.num_registers)
     return model.eval(), info
 
 
 def arch_of(info: BackboneInfo) -> Arch | None:
     """The table entry for a loaded backbone, when it is one of the known families."""
-    fam = FAMILIES.get(info.arch)
-    return Arch(fam, info.patch_size) if fam else None
+    fam = (DINOV2_FAMILIES if info.family == "dinov2" else FAMILIES).get(info.arch)
+    return Arch(fam, info.patch_size, info.num_registers) if fam else None

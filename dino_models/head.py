@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
+
+from .layers import trunc_normal_
 
 
 class WeightNormLinear(nn.Module):

@@ -1,72 +1,51 @@
 """Vision Transformer with the parameter names and numerics of the official DINO backbone.
 
-The transformer blocks, MLP and patch embedding are timm's; what is DINO-specific lives here:
-the official bicubic position-embedding interpolation (scale factor with a +0.1 offset), the
-last block's self-attention probabilities, and the single-pass method that export and runtime use.
-Official state dicts (``facebookresearch/dino`` ``vision_transformer.py``) load with ``strict=True``.
+The building blocks live in :mod:`dino_models.layers` (shared with DINOv2); what is specific to
+this model family lives here: the official bicubic position-embedding interpolation, the last
+block's self-attention probabilities, and the single-pass method that export and runtime use.
+Official state dicts (``facebookresearch/dino`` ``vision_transformer.py``) load with
+``strict=True``. The DINOv2 models (:mod:`dino_models.dinov2`) are this class with registers,
+LayerScale and their own defaults.
 """
 from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import PatchEmbed, trunc_normal_
-from timm.layers.attention import Attention as TimmAttention
-from timm.models.vision_transformer import Block
+
+from .layers import FFN_LAYERS, Block, PatchEmbed, swiglu_hidden_features, trunc_normal_
 
 LayerNorm6 = partial(nn.LayerNorm, eps=1e-6)
 
 
-class Attention(TimmAttention):
-    """timm's attention (same parameters) with a choice of kernel: ``fused_attn`` True runs
-    ``scaled_dot_product_attention``; False runs :func:`matmul_attention`.
+class SinglePass(NamedTuple):
+    """What one pass computes for export and runtime (B images, N patches, R registers).
 
-    Which is faster depends on the device and dtype: on CPU in bf16 the flash kernel is
-    1.7x slower in forward and 1.5x (224 px) to 6x (96 px) slower in forward + backward than
-    two batched products and a softmax (measured on the project's CPU, ViT-Tiny shapes); on
-    GPUs and in fp32 the fused kernel wins. :meth:`VisionTransformer.set_fused_attention`
-    switches every block.
+    cls (B, D) and patch (B, N, D) after the final norm (patch is None when not asked for);
+    attn (B, heads, N): the last block's [CLS] attention over the patch tokens;
+    attn_registers (B, heads, R): the same row over the register tokens (R = 0 without them).
     """
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                is_causal: bool = False) -> torch.Tensor:
-        if self.fused_attn or attn_mask is not None or is_causal or self.gate is not None:
-            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
-        B, N, _ = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)
-        y = matmul_attention(self.q_norm(q), self.k_norm(k), v, self.scale, self.attn_drop)
-        y = y.transpose(1, 2).reshape(B, N, self.attn_dim)
-        return self.proj_drop(self.proj(self.norm(y)))
-
-
-def matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                     dropout: nn.Module | None = None) -> torch.Tensor:
-    """softmax(scale * q k^T) v for (B, heads, N, d) inputs, as batched products.
-
-    The scale is applied inside the first product (``baddbmm``'s alpha), which saves a pass
-    over q compared with scaling it first.
-    """
-    B, H, N, d = q.shape
-    q3, k3, v3 = q.reshape(B * H, N, d), k.reshape(B * H, N, d), v.reshape(B * H, N, d)
-    scores = torch.baddbmm(q3.new_zeros(()).expand(B * H, N, N), q3, k3.transpose(1, 2),
-                           beta=0.0, alpha=scale)
-    probs = scores.softmax(dim=-1)
-    if dropout is not None:
-        probs = dropout(probs)
-    return torch.bmm(probs, v3).view(B, H, N, d)
+    cls: torch.Tensor
+    attn: torch.Tensor
+    attn_registers: torch.Tensor
+    patch: torch.Tensor | None
 
 
 class VisionTransformer(nn.Module):
     """ViT backbone: ``forward`` returns the [CLS] token after the final norm, shape (B, D).
 
-    The constructor mirrors the official signature. ``img_size`` only sets the size of the
+    The constructor mirrors the official DINO signature; the keywords after ``norm_layer`` are
+    DINOv2's (LayerScale ``init_values``, ``ffn_layer`` "mlp" or "swiglu", register tokens,
+    position-embedding interpolation), off by default. ``img_size`` only sets the size of the
     stored position-embedding grid; any input whose sides are multiples of ``patch_size`` works.
     """
+
+    family = "dino"
 
     def __init__(
         self,
@@ -84,38 +63,68 @@ class VisionTransformer(nn.Module):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+        *,
+        proj_bias: bool = True,
+        ffn_bias: bool = True,
+        ffn_layer: str = "mlp",
+        ffn_hidden: int | None = None,
+        init_values: float | None = None,
+        num_register_tokens: int = 0,
+        interpolate_offset: float = 0.1,
+        interpolate_antialias: bool = False,
         **kwargs,
     ) -> None:
         super().__init__()
         if qk_scale is not None and qk_scale != (embed_dim // num_heads) ** -0.5:
-            # timm's fused attention uses head_dim ** -0.5; no official DINO model sets another.
+            # fused attention uses head_dim ** -0.5; no official DINO model sets another.
             raise ValueError(f"qk_scale={qk_scale} is not supported: only head_dim ** -0.5")
+        if ffn_layer not in FFN_LAYERS:
+            raise ValueError(f"ffn_layer {ffn_layer!r}: expected one of {', '.join(FFN_LAYERS)}")
         grid_side = (img_size[0] if isinstance(img_size, (list, tuple)) else img_size) // patch_size
         self.num_features = self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.patch_size = patch_size
-        # strict_img_size=False: the grid size only sizes pos_embed, inputs may be any multiple.
-        self.patch_embed = PatchEmbed(
-            img_size=grid_side * patch_size, patch_size=patch_size, in_chans=in_chans,
-            embed_dim=embed_dim, strict_img_size=False)
+        self.num_register_tokens = num_register_tokens
+        self.interpolate_offset = interpolate_offset
+        self.interpolate_antialias = interpolate_antialias
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, grid_side * grid_side + 1, embed_dim))
+        self.register_tokens = (nn.Parameter(torch.zeros(1, num_register_tokens, embed_dim))
+                                if num_register_tokens else None)
         self.pos_drop = nn.Dropout(p=drop_rate)
+        if ffn_hidden is None:
+            ffn_hidden = int(embed_dim * mlp_ratio)
+            ffn_hidden = swiglu_hidden_features(ffn_hidden) if ffn_layer == "swiglu" else ffn_hidden
         dpr = [x.item() for x in torch.linspace(0, drop_path_rate, depth)]  # official decay rule
         self.blocks = nn.ModuleList([
-            Block(dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                  proj_drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
-                  norm_layer=norm_layer, attn_layer=Attention)
+            Block(embed_dim, num_heads, ffn_hidden, qkv_bias=qkv_bias, proj_bias=proj_bias,
+                  ffn_bias=ffn_bias, ffn_layer=ffn_layer, proj_drop=drop_rate,
+                  attn_drop=attn_drop_rate, init_values=init_values, drop_path=dpr[i],
+                  norm_layer=norm_layer)
             for i in range(depth)])
         self.norm = norm_layer(embed_dim)
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """The official DINO initialisation: truncated normal (std 0.02) for the position
+        embedding, [CLS] and every Linear (zero bias), LayerNorm 1 and 0. The order of the
+        random draws is part of the contract: a seeded model is the same on every release."""
         trunc_normal_(self.pos_embed, std=0.02)
         trunc_normal_(self.cls_token, std=0.02)
+        if self.register_tokens is not None:
+            trunc_normal_(self.register_tokens, std=0.02)
         self.apply(_init_weights)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patches: [CLS] and the registers."""
+        return 1 + self.num_register_tokens
 
     def set_fused_attention(self, fused: bool) -> None:
         """Every block's attention kernel: fused (default) or batched products (see
-        :class:`Attention`); the result is the same function up to rounding."""
+        :class:`~dino_models.layers.Attention`); the result is the same function up to rounding."""
         for blk in self.blocks:
             blk.attn.fused_attn = fused
 
@@ -124,8 +133,10 @@ class VisionTransformer(nn.Module):
         """Position embedding for an input of ``height`` x ``width`` pixels.
 
         Returns shape (1, 1 + height/p * width/p, D), computed exactly as the official
-        ``interpolate_pos_encoding``: bicubic with ``scale_factor`` (not ``size``) and the +0.1
-        offset of facebookresearch/dino issue #8, so outputs match it at every size.
+        ``interpolate_pos_encoding``: bicubic with ``scale_factor`` and the +0.1 offset of
+        facebookresearch/dino issue #8 (DINO, DINOv2); or, with ``interpolate_offset`` 0, to the
+        target ``size`` (DINOv2 with registers, with ``interpolate_antialias``); so outputs
+        match the official code at every size.
         """
         p = self.patch_size
         if height % p or width % p:
@@ -137,8 +148,12 @@ class VisionTransformer(nn.Module):
         side = math.sqrt(n_stored)
         dim = self.pos_embed.shape[-1]
         grid = self.pos_embed[:, 1:].reshape(1, int(side), int(side), dim).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, scale_factor=((rows + 0.1) / side, (cols + 0.1) / side),
-                             mode="bicubic")
+        if self.interpolate_offset:
+            resize = {"scale_factor": ((rows + self.interpolate_offset) / side,
+                                       (cols + self.interpolate_offset) / side)}
+        else:
+            resize = {"size": (rows, cols)}
+        grid = F.interpolate(grid, mode="bicubic", antialias=self.interpolate_antialias, **resize)
         if grid.shape[-2:] != (rows, cols):
             raise RuntimeError(f"position grid {tuple(grid.shape[-2:])} != {(rows, cols)}")
         grid = grid.permute(0, 2, 3, 1).reshape(1, rows * cols, dim)
@@ -151,12 +166,13 @@ class VisionTransformer(nn.Module):
     def prepare_tokens(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None,
                        mask: torch.Tensor | None = None,
                        mask_token: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, 3, H, W) -> tokens (B, 1 + H/p * W/p, D) with [CLS] first.
+        """Images (B, 3, H, W) -> tokens (B, 1 + R + H/p * W/p, D): [CLS], R registers, patches.
 
         ``pos_embed`` (1, 1 + N, D) replaces the interpolated one; export passes a precomputed
         constant so that no bicubic resize ends up in the graph. ``mask`` (B, N) bool and
         ``mask_token`` (D,): the patch embeddings at the True positions are replaced by the
         mask token before the position embedding is added (iBOT's masked student input).
+        Registers get no position embedding, as officially.
         """
         if pos_embed is None:
             pos_embed = self.pos_embed_for_size(x.shape[-2], x.shape[-1])
@@ -164,7 +180,18 @@ class VisionTransformer(nn.Module):
         if mask is not None:
             tokens = torch.where(mask.unsqueeze(-1), mask_token.to(tokens.dtype), tokens)
         tokens = torch.cat((self.cls_token.expand(tokens.shape[0], -1, -1), tokens), dim=1)
-        return self.pos_drop(tokens + pos_embed)
+        tokens = self.pos_drop(tokens + pos_embed)
+        if self.register_tokens is None:
+            return tokens
+        registers = self.register_tokens.expand(tokens.shape[0], -1, -1)
+        return torch.cat((tokens[:, :1], registers, tokens[:, 1:]), dim=1)
+
+    def _run_blocks(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens entering the last block (B, T, D)."""
+        x = self.prepare_tokens(x, pos_embed)
+        for blk in self.blocks[:-1]:
+            x = blk(x)
+        return x
 
     # -- official public methods ------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -174,15 +201,13 @@ class VisionTransformer(nn.Module):
         needed at the [CLS] position alone, so its projection and MLP run on one token (and, in
         training, its backward does too): about 6% of a ViT-Tiny/16 step saved.
         """
-        x = self.prepare_tokens(x)
-        for blk in self.blocks[:-1]:
-            x = blk(x)
-        cls, _ = _last_block_cls(self.blocks[-1], x)
+        cls, _ = self.blocks[-1].forward_cls(self._run_blocks(x))
         return self.norm(cls)[:, 0]
 
     def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                        mask_token: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, 3, H, W) -> every token after the final norm (B, 1 + N, D), [CLS] first.
+        """Images (B, 3, H, W) -> every token after the final norm (B, 1 + R + N, D), [CLS]
+        first, then the registers.
 
         With ``mask`` and ``mask_token`` the masked patches are hidden from the input (see
         :meth:`prepare_tokens`); iBOT's student predicts them from the rest.
@@ -193,16 +218,14 @@ class VisionTransformer(nn.Module):
         return self.norm(x)
 
     def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) -> last block's attention probabilities (B, heads, N+1, N+1)."""
-        x = self.prepare_tokens(x)
-        for blk in self.blocks[:-1]:
-            x = blk(x)
+        """Images (B, 3, H, W) -> last block's attention probabilities (B, heads, T, T) over all
+        T = 1 + R + N tokens ([CLS], registers, patches)."""
         last = self.blocks[-1]
-        q, k, _ = _split_qkv(last, last.norm1(x))
-        return _attention_probs(q, k, last.attn.scale)
+        q, k, _ = last.attn.split_qkv(last.norm1(self._run_blocks(x)))
+        return last.attn.probs(q, k)
 
     def get_intermediate_layers(self, x: torch.Tensor, n: int = 1) -> list[torch.Tensor]:
-        """Normalised tokens (B, N+1, D) of the last ``n`` blocks, oldest first."""
+        """Normalised tokens (B, 1 + N, D) of the last ``n`` blocks, oldest first."""
         x = self.prepare_tokens(x)
         out = []
         for i, blk in enumerate(self.blocks):
@@ -212,70 +235,40 @@ class VisionTransformer(nn.Module):
         return out
 
     # -- single-pass methods for export and runtime ---------------------------------------
+    def forward_single_pass(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None,
+                            patch: bool = True) -> SinglePass:
+        """Images (B, 3, H, W) -> :class:`SinglePass` in one pass through the blocks.
+
+        Every block runs its fused attention; the last block's [CLS] row of probabilities is
+        computed beside it, for one query. Without ``patch`` the last block's projection and
+        feed-forward run on [CLS] alone (about 1/depth of the model's compute saved).
+        """
+        x = self._run_blocks(x, pos_embed)
+        last, r = self.blocks[-1], self.num_prefix_tokens
+        if patch:
+            tokens, probs = last.forward_with_cls_attention(x)
+            tokens = self.norm(tokens)
+            return SinglePass(tokens[:, 0], probs[:, :, r:], probs[:, :, 1:r], tokens[:, r:])
+        cls, probs = last.forward_cls(x)
+        return SinglePass(self.norm(cls)[:, 0], probs[:, :, r:], probs[:, :, 1:r], None)
+
     def forward_features_and_attention(
         self, x: torch.Tensor, pos_embed: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One pass: CLS (B, D), normalised patch tokens (B, N, D), CLS attention (B, heads, N).
 
         The attention is the last block's [CLS] row over the patch tokens, i.e.
-        ``get_last_selfattention(x)[:, :, 0, 1:]``. Every block uses fused attention; the CLS
-        row's probabilities are computed on their own, which costs one query instead of N+1.
+        ``get_last_selfattention(x)[:, :, 0, 1 + R:]``.
         """
-        x = self.prepare_tokens(x, pos_embed)
-        for blk in self.blocks[:-1]:
-            x = blk(x)
-        last = self.blocks[-1]
-        h = last.norm1(x)
-        q, k, v = _split_qkv(last, h)
-        cls_attn = _attention_probs(q[:, :, :1], k, last.attn.scale)[:, :, 0, 1:]
-        y = F.scaled_dot_product_attention(q, k, v)
-        x = x + last.drop_path1(last.attn.proj(y.transpose(1, 2).flatten(2)))
-        x = x + last.drop_path2(last.mlp(last.norm2(x)))
-        x = self.norm(x)
-        return x[:, 0], x[:, 1:], cls_attn
+        out = self.forward_single_pass(x, pos_embed, patch=True)
+        return out.cls, out.patch, out.attn
 
     def forward_cls_and_attention(
         self, x: torch.Tensor, pos_embed: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """CLS (B, D) and CLS attention (B, heads, N), without the last block's patch tokens.
-
-        The last block's output is needed only at the [CLS] position, so its projection and MLP
-        run on one token instead of N+1 (about 1/depth of the model's compute saved).
-        """
-        x = self.prepare_tokens(x, pos_embed)
-        for blk in self.blocks[:-1]:
-            x = blk(x)
-        cls, probs = _last_block_cls(self.blocks[-1], x)
-        return self.norm(cls)[:, 0], probs[:, :, 0, 1:]
-
-
-def _last_block_cls(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``block(x)[:, :1]`` computed for the [CLS] token only, and its attention probabilities.
-
-    Keys and values come from every token; the query, projection and MLP from [CLS] alone.
-    Returns the token (B, 1, D) and the probabilities (B, heads, 1, N+1).
-    """
-    attn = block.attn
-    q, k, v = _split_qkv(block, block.norm1(x))
-    probs = _attention_probs(q[:, :, :1], k, attn.scale)        # (B, heads, 1, N+1)
-    y = (attn.attn_drop(probs) @ v).transpose(1, 2).flatten(2)  # (B, 1, D)
-    y = attn.proj_drop(attn.proj(attn.norm(y)))
-    c = x[:, :1] + block.drop_path1(block.ls1(y))
-    c = c + block.drop_path2(block.ls2(block.mlp(block.norm2(c))))
-    return c, probs
-
-
-def _split_qkv(block: Block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Normalised tokens (B, N, D) -> q, k, v, each (B, heads, N, D/heads)."""
-    attn = block.attn
-    B, N, _ = x.shape
-    qkv = attn.qkv(x).reshape(B, N, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    return qkv.unbind(0)
-
-
-def _attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
-    """Softmax attention (B, heads, Nq, Nk); scale applied after the product, as officially."""
-    return ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
+        """CLS (B, D) and CLS attention (B, heads, N), without the last block's patch tokens."""
+        out = self.forward_single_pass(x, pos_embed, patch=False)
+        return out.cls, out.attn
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -6,6 +6,7 @@
     out.cls, out.attn, out.masks                  # (B, D), (B, heads, h, w), (B, 1, h, w) bool
     for r in rt.stream("video.mp4"):              # or a camera index, folder, glob, URL
         r.index, r.timestamp, r.cls, r.masks
+    basis = rt.fit_pca("photos/", foreground=True)  # one PCA basis across images (DINOv2 parts)
 """
 from __future__ import annotations
 
@@ -15,17 +16,20 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from dino_core.batching import chunks, stack_padded
-from dino_core.errors import OptionError
+from dino_core.errors import OptionError, UserError
 from dino_core.masks import mass_threshold_masks
 from dino_core.memory import check_inference_memory, largest_batch
 
 from .backends import BackendOptions, ModelOutputs, load_backend
+from .pca import PcaBasis, PcaOptions, fit_basis
 from .pipeline import Pipeline, PipelineConfig, RunSummary
 from .postprocess import HeadSelection
 from .preprocess import InputSpec, Preprocessor
 from .render import RenderOptions
 from .results import BatchResult, FrameResult
 from .sources import Source, SourceSpec, open_source
+
+FIT_IMAGES = 64   # frames a PCA basis is fitted on at most (tokens: 64 x h*w x D floats)
 
 
 class Runtime:
@@ -89,25 +93,29 @@ class Runtime:
         parts = [self._run_chunk(inputs[part]) for part in chunks(len(inputs), self.batch_size)]
         cls = np.concatenate([p.cls for p in parts])
         attn = np.concatenate([p.attn for p in parts])
-        patch = (np.concatenate([p.patch for p in parts]) if parts[0].patch is not None else None)
+        patch, registers = (
+            np.concatenate(arrays) if arrays[0] is not None else None
+            for arrays in ([p.patch for p in parts], [p.attn_registers for p in parts]))
         masks = (mass_threshold_masks(self.heads.select(attn), self.threshold)
                  if self.threshold is not None else None)
-        return BatchResult(cls, attn, masks, patch)
+        return BatchResult(cls, attn, masks, patch, registers)
 
     def _run_chunk(self, inputs: list[np.ndarray]) -> ModelOutputs:
         out = self.backend.run(stack_padded(inputs, self.pad_to))
         n = len(inputs)  # drop the rows that only padded a fixed-batch graph
         out.cls, out.attn = out.cls[:n], out.attn[:n]
         out.patch = out.patch[:n] if out.patch is not None else None
+        out.attn_registers = out.attn_registers[:n] if out.attn_registers is not None else None
         return out
 
     def pipeline(self, source: Source, *, max_frames: int | None = None,
                  render: RenderOptions | None = None, live: bool | None = None,
-                 keep_patch: bool = True) -> Pipeline:
-        """The threaded pipeline over an opened ``source`` (used by ``stream`` and the CLI)."""
+                 keep_patch: bool = True, pca: PcaOptions | None = None) -> Pipeline:
+        """The threaded pipeline over an opened ``source`` (used by ``stream`` and the CLI);
+        ``pca``: the PCA view's basis and background rule (default: fitted on the first batch)."""
         config = PipelineConfig(batch=self.batch_size, max_frames=max_frames, live=live,
                                 render=render, heads=self.heads, threshold=self.threshold,
-                                keep_patch=keep_patch)
+                                keep_patch=keep_patch, pca=pca or PcaOptions())
         return Pipeline(source, self.backend, config, where=str(self.model))
 
     def stream(self, source: str | int | os.PathLike | Source, *, max_frames: int | None = None,
@@ -123,3 +131,33 @@ class Runtime:
         pipe = self.pipeline(source, max_frames=max_frames, render=render, live=live)
         self.last_summary = pipe.summary
         yield from pipe.run()
+
+    def fit_pca(self, source: str | os.PathLike | Source, *, foreground: bool = False,
+                threshold: float = 0.0, max_images: int = FIT_IMAGES) -> PcaBasis:
+        """One PCA colour basis fitted on the patch tokens of up to ``max_images`` frames of
+        ``source`` (a folder, glob, image or video), see :func:`dino_runtime.pca.fit_basis`.
+
+        Needs a model with the ``patch`` output; :class:`UserError` otherwise or when the
+        source yields no frame.
+        """
+        if "patch" not in self.metadata.outputs:
+            raise UserError("fitting a PCA basis needs patch tokens; re-export the model with "
+                            "--outputs cls,attn,patch")
+        if not hasattr(source, "frames"):
+            source = open_source(SourceSpec(path=str(source)))
+        images = []
+        try:
+            for frame in source.frames():
+                images.append(frame.image)
+                if len(images) >= max_images:
+                    break
+        finally:
+            source.close()
+        if not images:
+            raise UserError(f"{source.info.description}: no image to fit the PCA basis on")
+        patch = np.concatenate([self(images[part]).patch
+                                for part in chunks(len(images), self.batch_size)])
+        try:
+            return fit_basis(patch, self.metadata.grid, foreground, threshold)
+        except ValueError as e:
+            raise UserError(f"PCA basis: {e}") from None

@@ -20,7 +20,8 @@ import cv2
 
 from dino_core.cli import one_line
 from dino_core.cli import run as run_command
-from dino_core.errors import SourceError, UserError
+from dino_core.errors import OptionError, SourceError, UserError
+from dino_core.fileio import atomic_output
 from dino_core.metadata import MAX_SIDE
 from dino_core.signals import GracefulStop
 
@@ -28,6 +29,7 @@ from .api import Runtime
 from .backends import BACKEND_CHOICES
 from .display import Display, check_display_available
 from .outputs import OutputRequest, Outputs, open_outputs
+from .pca import PcaBasis, PcaOptions
 from .pipeline import Pipeline, RunSummary
 from .postprocess import HeadSelection
 from .preprocess import aspect_warning
@@ -35,6 +37,26 @@ from .render import RenderOptions
 from .sources import ImageFiles, Source, SourceSpec, open_source
 
 log = logging.getLogger("dino_runtime.cli")  # not __name__: "__main__" under python -m
+
+
+@dataclass(frozen=True)
+class PcaRequest:
+    """The PCA view's options: where its basis comes from and where it goes."""
+
+    fit: str | None = None         # a folder/glob of images to fit on, or a saved basis (.npz)
+    save: str | None = None        # write the basis used here (.npz) for later runs
+    foreground: bool = False       # drop the background by thresholding the 1st component
+    threshold: float = 0.0         # that threshold, in standard deviations
+
+    def check(self, pca: bool) -> None:
+        given = [name for name, on in (("--pca-fit", self.fit), ("--pca-save", self.save),
+                                       ("--pca-foreground", self.foreground)) if on]
+        if given and not pca:
+            raise OptionError(f"{given[0]} colours patches by their PCA: add --pca")
+        if self.threshold and not self.foreground:
+            raise OptionError("--pca-threshold is the background threshold: add --pca-foreground")
+        if self.save and not self.save.endswith(".npz"):
+            raise OptionError(f"--pca-save {self.save}: expected a .npz file name")
 
 
 @dataclass(frozen=True)
@@ -54,6 +76,7 @@ class RunOptions:
     input_size: tuple[int, int] | None
     max_frames: int | None
     display: bool
+    pca: PcaRequest = PcaRequest()
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -109,6 +132,27 @@ def precision_text(backend) -> str:
     return f"{backend.precision} (other ops {other})" if quantized else backend.precision
 
 
+def pca_options(request: PcaRequest, runtime: Runtime) -> PcaOptions:
+    """The PCA view's basis: loaded from a .npz, fitted on a folder of images (the same colour
+    for the same part across them), or None (fitted on the first batch of the run)."""
+    basis = None
+    if request.fit is not None and request.fit.endswith(".npz"):
+        basis = PcaBasis.load(request.fit, runtime.metadata.embed_dim)
+    elif request.fit is not None:
+        basis = runtime.fit_pca(request.fit, foreground=request.foreground,
+                                threshold=request.threshold)
+        click.echo(f"dino-run: PCA basis fitted on {request.fit}", err=True)
+    return PcaOptions(basis, request.foreground, request.threshold)
+
+
+def save_pca(basis: PcaBasis | None, path: str | None) -> None:
+    if path is None or basis is None:
+        return
+    with atomic_output(path) as tmp:
+        basis.save(tmp)
+    click.echo(f"dino-run: PCA basis written to {path}", err=True)
+
+
 def consume(pipe: Pipeline, outputs: Outputs, display: Display | None) -> None:
     """The main-thread stage: write every result, show it, stop on q/Esc."""
     with contextlib.closing(pipe.run()) as results:
@@ -149,15 +193,18 @@ def run(opts: RunOptions) -> int:
     # Every output check before the model loads; files appear on the first write.
     outputs = open_outputs(opts.outputs, source, opts.source.path, source.info.fps)
     runtime = load_runtime(opts, first_frame_hw(source))
+    pca = pca_options(opts.pca, runtime) if opts.render.pca else PcaOptions()
     meta = runtime.metadata
-    click.echo(f"dino-run: {meta.arch}/{meta.patch_size} {meta.img_size[0]}x{meta.img_size[1]} "
-               f"on {runtime.backend.name}, device {runtime.device}, precision "
-               f"{precision_text(runtime.backend)}, batch {runtime.batch_size}; "
-               f"{source.info.description}{' (live)' if source.info.live else ''}", err=True)
+    registers = f" + {meta.num_registers} registers" if meta.num_registers else ""
+    click.echo(f"dino-run: {meta.family} {meta.arch}/{meta.patch_size}{registers} "
+               f"{meta.img_size[0]}x{meta.img_size[1]} on {runtime.backend.name}, device "
+               f"{runtime.device}, precision {precision_text(runtime.backend)}, batch "
+               f"{runtime.batch_size}; {source.info.description}"
+               f"{' (live)' if source.info.live else ''}", err=True)
     needs_image = opts.display or opts.outputs.save is not None
-    pipe = runtime.pipeline(source, max_frames=opts.max_frames,
-                            render=opts.render if needs_image else None,
-                            keep_patch=False)
+    render = opts.render if needs_image or opts.pca.save else None
+    pipe = runtime.pipeline(source, max_frames=opts.max_frames, render=render,
+                            keep_patch=False, pca=pca)
     display = Display() if opts.display else None
     # Ctrl-C, SIGTERM, SIGHUP: stop the stages and commit the outputs; a second one aborts
     # the wait but still commits. Any other failure leaves earlier outputs as they were.
@@ -168,12 +215,14 @@ def run(opts: RunOptions) -> int:
                 raise no_frames(source, pipe.summary)
         except KeyboardInterrupt:
             outputs.commit()
+            save_pca(pipe.pca_basis, opts.pca.save)
             raise
         except BaseException as e:
             pipe.summary.stop_reason = f"failed: {one_line(str(e))}"
             raise failed(e, outputs.failure_note(outputs.abort())) from None
         else:
             outputs.commit()
+            save_pca(pipe.pca_basis, opts.pca.save)
         finally:
             if display is not None:
                 display.close()
@@ -190,6 +239,10 @@ def run(opts: RunOptions) -> int:
 @click.option("--mask", is_flag=True, help="Draw the mass-threshold mask as contours.")
 @click.option("--threshold", type=float, default=0.6, show_default=True, help="Attention mass kept by the mask.")
 @click.option("--pca", is_flag=True, help="Colour patches by the PCA of their tokens (needs the patch output).")
+@click.option("--pca-fit", metavar="DIR|BASIS.npz", help="Fit the PCA basis on these images (or load a saved one) instead of the first frames.")
+@click.option("--pca-save", metavar="BASIS.npz", help="Write the PCA basis used, for later runs.")
+@click.option("--pca-foreground", is_flag=True, help="Drop the background: patches whose first component is below --pca-threshold.")
+@click.option("--pca-threshold", type=float, default=0.0, show_default=True, help="Background threshold on the first component, in standard deviations.")
 @click.option("--save", type=click.Path(dir_okay=False), help="Write the overlay video (.mp4 or .avi) at source resolution and fps.")
 @click.option("--embeddings", type=click.Path(dir_okay=False), help="Write one CLS vector per frame (.npy or .jsonl).")
 @click.option("--masks-dir", type=click.Path(file_okay=False), help="Write one PNG mask per frame into this folder.")
@@ -206,9 +259,9 @@ def run(opts: RunOptions) -> int:
 @click.option("--input-size", help="Checkpoints only: HxW to run at (default: short side 224, the source's aspect).")
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--no-display", is_flag=True, help="No window (headless machines, batch jobs).")
-def command(model, camera, source, show_attention, heads, mask, threshold, pca, save, embeddings,
-            masks_dir, overwrite, batch, backend, device, precision, input_size, max_frames,
-            no_display) -> int:
+def command(model, camera, source, show_attention, heads, mask, threshold, pca, pca_fit, pca_save,
+            pca_foreground, pca_threshold, save, embeddings, masks_dir, overwrite, batch, backend,
+            device, precision, input_size, max_frames, no_display) -> int:
     """Run a DINO model on a video, images, a stream or a camera."""
     if (camera is None) == (source is None):
         raise click.UsageError("give exactly one of --camera N and --source PATH|URL")
@@ -223,7 +276,9 @@ def command(model, camera, source, show_attention, heads, mask, threshold, pca, 
         outputs=OutputRequest(save, embeddings, masks_dir, overwrite), batch=batch,
         backend=backend,
         device=device, precision=precision, input_size=parse_size(input_size),
-        max_frames=max_frames, display=not no_display)
+        max_frames=max_frames, display=not no_display,
+        pca=PcaRequest(pca_fit, pca_save, pca_foreground, pca_threshold))
+    opts.pca.check(pca)
     return run(opts)
 
 

@@ -27,7 +27,8 @@ from dino_core.batching import stack_padded
 from dino_core.masks import mass_threshold_masks
 
 from .backends.base import Backend, ModelOutputs
-from .postprocess import HeadSelection, PcaColors, normalize_maps
+from .pca import PcaBasis, PcaOptions
+from .postprocess import HeadSelection, normalize_maps
 from .preprocess import InputSpec, Preprocessor
 from .render import RenderOptions, render
 from .results import FrameResult
@@ -47,6 +48,7 @@ class PipelineConfig:
     heads: HeadSelection = HeadSelection()
     threshold: float | None = None  # mass threshold for masks; None: no masks
     keep_patch: bool = False       # keep patch tokens in the results (and PCA needs them)
+    pca: PcaOptions = field(default_factory=PcaOptions)  # the PCA view's basis, background rule
 
 
 @dataclass
@@ -85,7 +87,8 @@ class PostProcessor:
     def __init__(self, config: PipelineConfig, grid: tuple[int, int]) -> None:
         self.config = config
         self.grid = grid
-        self.pca = PcaColors() if config.render is not None and config.render.pca else None
+        self.pca = (config.pca.colors() if config.render is not None and config.render.pca
+                    else None)
 
     def __call__(self, frames: list[Frame], out: ModelOutputs) -> list[FrameResult]:
         cfg = self.config
@@ -152,6 +155,11 @@ class Pipeline:
             self._collect_source_stats()
         if self._error is not None:
             raise self._error
+
+    @property
+    def pca_basis(self) -> PcaBasis | None:
+        """The PCA view's basis: the given one, or the one fitted on the first batch."""
+        return self.post.pca.fitted if self.post.pca is not None else None
 
     def stop(self, reason: str) -> None:
         """Ask every stage to finish; the first reason given is the one reported."""

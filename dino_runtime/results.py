@@ -16,6 +16,7 @@ class BatchResult:
     attn: np.ndarray                 # (B, heads, h, w) last block's [CLS] attention, every head
     masks: np.ndarray | None = None  # (B, k, h, w) bool mass-threshold masks of the selected heads
     patch: np.ndarray | None = None  # (B, h*w, D) patch tokens, when the model exports them
+    attn_registers: np.ndarray | None = None  # (B, heads, R) [CLS] attention over registers
 
 
 @dataclass

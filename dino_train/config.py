@@ -231,9 +231,13 @@ class TrainConfig:
     def resolved_arch(self) -> Arch:
         from dino_models.archs import resolve_arch  # torch: see the module docstring
         try:
-            return resolve_arch(self.arch.replace("deit", "vit"), self.patch_size)
+            arch = resolve_arch(self.arch.replace("deit", "vit"), self.patch_size)
         except ValueError as e:
             raise OptionError(str(e)) from None
+        if arch.family.kind != "dino":  # DINOv2 backbones are loaded, exported and run, not trained
+            raise OptionError(f"--arch {self.arch}: dino-train trains DINO ViTs (vit_*); DINOv2 "
+                              "backbones load from their checkpoints in dino-export and dino-run")
+        return arch
 
     def resolved_depth(self) -> int:
         """``--depth``, or the arch's own number of blocks when none is given."""

@@ -10,11 +10,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SECTIONS=("$@")
-[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(training export runtime)
+[ ${#SECTIONS[@]} -gt 0 ] || SECTIONS=(training export runtime dinov2)
 for SECTION in "${SECTIONS[@]}"; do
     case "$SECTION" in
-        training|export|runtime) ;;
-        *) echo "gpu_check: no section '$SECTION' (training, export, runtime)" >&2; exit 2 ;;
+        training|export|runtime|dinov2) ;;
+        *) echo "gpu_check: no section '$SECTION' (training, export, runtime, dinov2)" >&2; exit 2 ;;
     esac
 done
 PY=${PY:-.venv/bin/python}
@@ -215,6 +215,82 @@ fi
 return $FAIL
 }
 # ===== END runtime =====
+
+# ===== BEGIN dinov2 (DINOv2 export, TensorRT attention fusion, runtime) =====
+section_dinov2() {
+# ViT-S/14 with 4 registers (random weights) at 448x798: dino-export --trt fp16 (verified
+# against PyTorch through the runtime), the engine's layers listed to see whether TensorRT fused
+# each block's attention, ORT CUDA EP vs the engine at batch 1/8, then dino-run with --pca.
+V2="$OUT/dinov2"
+mkdir -p "$V2"
+FAIL=0
+"$PY" - "$V2/dinov2_vits14_reg4_pretrain.pth" <<'PYEOF'
+import sys, torch
+from dino_models.archs import resolve_arch
+torch.manual_seed(0)
+torch.save(resolve_arch("dinov2_s14_reg").build().state_dict(), sys.argv[1])
+PYEOF
+"$PY" -m dino_export.cli "$V2/dinov2_vits14_reg4_pretrain.pth" -o "$V2/v2_448.onnx" \
+    --img-size 448 798 --dynamic-batch 1 8 8 --outputs cls,attn,patch,attn_registers \
+    --trt fp16 | tee "$OUT/dinov2_summary.txt" || FAIL=1
+ENGINE="$V2/v2_448.fp16.engine"
+if [ -f "$ENGINE" ]; then
+    echo "== dinov2: engine layers (attention fusion: one MHA/Myelin region per block expected)"
+    "$PY" - "$ENGINE" <<'PYEOF' | tee -a "$OUT/dinov2_summary.txt" || FAIL=1
+import json, re, sys
+import tensorrt as trt
+engine = trt.Runtime(trt.Logger(trt.Logger.ERROR)).deserialize_cuda_engine(open(sys.argv[1], "rb").read())
+info = json.loads(engine.create_engine_inspector().get_engine_information(trt.LayerInformationFormat.JSON))
+names = [l if isinstance(l, str) else l.get("Name", "") for l in info["Layers"]]
+mha = [n for n in names if re.search(r"mha|attention|fmha", n, re.I)]
+softmax = [n for n in names if re.search(r"softmax", n, re.I)]
+print(f"{len(names)} layers; {len(mha)} named like fused attention; {len(softmax)} with a separate softmax")
+for n in names:
+    print("   ", n[:160])
+PYEOF
+    "$PY" - "$V2" <<'PYEOF' | tee -a "$OUT/dinov2_summary.txt" || FAIL=1
+import sys, time
+from pathlib import Path
+import numpy as np
+from dino_runtime import Runtime
+d = Path(sys.argv[1])
+frames = np.random.default_rng(0).integers(0, 256, (8, 448, 798, 3), dtype=np.uint8)
+ref = Runtime(d / "v2_448.onnx", backend="onnxruntime", device="cpu", batch_size=2,
+              threshold=None)(frames[:2])
+
+def frames_per_second(rt, batch, seconds=3.0):
+    x = np.stack([rt.preprocessor(f) for f in frames[:batch]])
+    rt.backend.run(x)  # the first call plans and allocates
+    n, start = 0, time.perf_counter()
+    while n < 3 or time.perf_counter() - start < seconds:
+        rt.backend.run(x)
+        n += 1
+    return n * batch / (time.perf_counter() - start)
+
+for name, model, kwargs in (
+        ("ORT CUDA EP", d / "v2_448.onnx", {"backend": "onnxruntime",
+                                            "providers": ["CUDAExecutionProvider"]}),
+        ("TensorRT fp16 engine", d / "v2_448.fp16.engine", {"backend": "tensorrt", "device": "cuda"})):
+    out = Runtime(model, threshold=None, **kwargs)(frames[:2])
+    cos = (out.cls * ref.cls).sum(1) / np.linalg.norm(out.cls, axis=1) / np.linalg.norm(ref.cls, axis=1)
+    speeds = [frames_per_second(Runtime(model, threshold=None, batch_size=b, **kwargs), b) for b in (1, 8)]
+    print(f"{name}: min cos vs CPU {cos.min():.5f}, max|d attn_registers| "
+          f"{np.abs(out.attn_registers - ref.attn_registers).max():.2e}; frames/s at batch 1 "
+          f"{speeds[0]:.1f}, batch 8 {speeds[1]:.1f}")
+PYEOF
+else
+    echo "dinov2: no engine was built (TensorRT missing or the build failed, above)"
+    FAIL=1
+fi
+VIDEO=${DINO_VIDEO:-../shared/data/videos/01_dog.mp4}
+if [ -f "$VIDEO" ]; then
+    "$PY" -m dino_runtime.cli --model "$V2/v2_448.onnx" --device cuda --source "$VIDEO" \
+        --show-attention --pca --pca-foreground --save "$V2/dog_dinov2.mp4" --batch 8 \
+        --no-display | tee -a "$OUT/dinov2_summary.txt" || FAIL=1
+fi
+return $FAIL
+}
+# ===== END dinov2 =====
 
 FAILED=()
 : > "$OUT/sections.txt"

@@ -24,6 +24,7 @@ class ModelOutputs:
     cls: np.ndarray                 # (B, D)
     attn: np.ndarray                # (B, heads, H/p, W/p)
     patch: np.ndarray | None = None  # (B, H/p * W/p, D), when the model exports patch tokens
+    attn_registers: np.ndarray | None = None  # (B, heads, R), DINOv2 with registers, when asked
 
     def __len__(self) -> int:
         return self.cls.shape[0]

@@ -25,6 +25,7 @@ from types import ModuleType
 
 import numpy as np
 
+from dino_core.constants import OUTPUT_NAMES
 from dino_core.errors import BackendUnavailable, ModelError, OptionError
 from dino_core.metadata import ModelMetadata
 from dino_core.precision import resolve_precision
@@ -245,7 +246,7 @@ class OpenVINOBackend:
 
     def _check_graph(self, model, path: Path) -> list[str]:
         names = [name for output in model.outputs for name in output.get_names()]
-        outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        outputs = [n for n in OUTPUT_NAMES if n in names]
         if outputs[:2] != ["cls", "attn"]:
             raise ModelError(f"{path}: outputs {names} lack cls and attn; re-export it")
         inputs = [name for i in model.inputs for name in i.get_names()]
@@ -303,4 +304,5 @@ class OpenVINOBackend:
             spent = (time.perf_counter() - start) * (batch - n) / batch
             self._padding_seconds[n] = self._padding_seconds.get(n, 0.0) + spent
         named = {name: result[name][:n] for name in self._outputs}
-        return ModelOutputs(named["cls"], named["attn"], named.get("patch"))
+        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+                            named.get("attn_registers"))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from dino_core.constants import OUTPUT_NAMES
 from dino_core.errors import ModelError
 from dino_core.metadata import ModelMetadata
 
@@ -99,7 +100,7 @@ class OrtBackend:
         self.device = self.session.get_providers()[0]
         self.runs_on_host = self.device == CPU_EP
         names = [o.name for o in self.session.get_outputs()]
-        self._outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        self._outputs = [n for n in OUTPUT_NAMES if n in names]
         if self._outputs[:2] != ["cls", "attn"]:
             raise ModelError(f"{path}: outputs {names} lack cls and attn; re-export it")
         inputs = [i.name for i in self.session.get_inputs()]
@@ -116,7 +117,8 @@ class OrtBackend:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{self.path}: ONNX Runtime cannot run this model ({first})") from None
         named = dict(zip(self._outputs, values))
-        return ModelOutputs(named["cls"], named["attn"], named.get("patch"))
+        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+                            named.get("attn_registers"))
 
 
 def check_graph(session: ort.InferenceSession, meta: ModelMetadata, where: str) -> None:

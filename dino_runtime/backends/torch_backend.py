@@ -1,4 +1,4 @@
-"""PyTorch backend for training checkpoints (``.pth``/``.pt``/``.safetensors``).
+"""PyTorch backend for checkpoints (``.pth``/``.pt``/``.safetensors``, DINO or DINOv2).
 
 torch and dino_models are imported only when this backend is built, so the rest of the runtime
 imports without them. Checkpoints are read through ``dino_models.checkpoint.load_backbone``
@@ -27,7 +27,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class TorchBackend:
-    """A DINO checkpoint run by PyTorch at a fixed input size (H, W)."""
+    """A DINO or DINOv2 checkpoint run by PyTorch at a fixed input size (H, W)."""
 
     name = "torch"
 
@@ -57,13 +57,16 @@ class TorchBackend:
             raise ModelError(f"input size {size[0]}x{size[1]} is not a multiple of the "
                              f"patch size {info.patch_size}")
         grid = (size[0] // info.patch_size, size[1] // info.patch_size)
+        outputs = {"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
+                   "patch": ["B", grid[0] * grid[1], info.embed_dim]}
+        if info.num_registers:
+            outputs["attn_registers"] = ["B", info.num_heads, info.num_registers]
         self.metadata = ModelMetadata(
             arch=info.arch, patch_size=info.patch_size, embed_dim=info.embed_dim,
-            num_heads=info.num_heads, depth=info.depth, img_size=size,
-            outputs={"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
-                     "patch": ["B", grid[0] * grid[1], info.embed_dim]},
-            precision=self.precision,
-            batch=BatchSpec(fixed=None, dynamic=(1, 8, 1024)), checkpoint_sha256=info.sha256)
+            num_heads=info.num_heads, depth=info.depth, img_size=size, outputs=outputs,
+            precision=self.precision, batch=BatchSpec(fixed=None, dynamic=(1, 8, 1024)),
+            family=info.family, num_registers=info.num_registers,
+            checkpoint_sha256=info.sha256)
         self.device = f"torch {self.torch_device} {self.metadata.precision}"
         try:  # an --input-size or a checkpoint shape out of range
             self.metadata.validate()
@@ -98,9 +101,10 @@ class TorchBackend:
         x = torch.from_numpy(np.ascontiguousarray(images)).to(self.torch_device)
         with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=self.dtype,
                                                    enabled=self.dtype != torch.float32):
-            cls, patch, attn = self.model.forward_features_and_attention(x, self.pos_embed)
-        grid = self.metadata.grid
-        return ModelOutputs(_numpy(cls), _numpy(attn.unflatten(-1, grid)), _numpy(patch))
+            out = self.model.forward_single_pass(x, self.pos_embed)
+        registers = _numpy(out.attn_registers) if self.metadata.num_registers else None
+        return ModelOutputs(_numpy(out.cls), _numpy(out.attn.unflatten(-1, self.metadata.grid)),
+                            _numpy(out.patch), registers)
 
 
 def _numpy(t) -> np.ndarray:

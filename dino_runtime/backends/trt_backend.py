@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dino_core.constants import OUTPUT_NAMES
 from dino_core.errors import BackendUnavailable, ModelError
 from dino_core.metadata import InputFormat, ModelMetadata
 
@@ -123,7 +124,7 @@ class TensorRTBackend:
         if shape[0] < 0:  # dynamic batch: the optimisation profile bounds it
             lo, _, hi = engine.get_tensor_profile_shape(self.input_name, 0)
             self.min_batch, self.max_batch = int(lo[0]), min(int(hi[0]), self.metadata.batch.max)
-        self.outputs = [n for n in ("cls", "attn", "patch") if n in names]
+        self.outputs = [n for n in OUTPUT_NAMES if n in names]
         self._check_input_type(np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name))))
         self.buffers: dict[str, tuple[int, np.dtype, tuple[int, ...]]] = {}
         self._set_batch(self.max_batch, shape[1:])
@@ -179,8 +180,9 @@ class TensorRTBackend:
             self.cuda.copy(out.ctypes.data, ptr, out.nbytes, "DeviceToHost", self.stream)
             results[name] = out
         self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
-        return ModelOutputs(results["cls"].astype(np.float32), results["attn"].astype(np.float32),
-                            results["patch"].astype(np.float32) if "patch" in results else None)
+        named = {name: out.astype(np.float32) for name, out in results.items()}
+        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+                            named.get("attn_registers"))
 
     def __del__(self) -> None:
         for ptr, _, _ in getattr(self, "buffers", {}).values():

@@ -96,3 +96,34 @@ def test_knn_eval_bad_folder_is_one_line(tmp_path, tiny_pretrained):
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "not a directory" in proc.stderr
+
+
+def test_pca_parts_contact_sheet_with_one_basis(tmp_path):
+    import torch
+
+    from dino_export import ExportConfig, export_onnx
+    from dino_models.archs import resolve_arch
+    torch.manual_seed(5)
+    model = tmp_path / "v2.onnx"
+    export_onnx(resolve_arch("dinov2_s14_reg").build(depth=1), model,
+                ExportConfig(img_size=(98, 98), outputs=("cls", "attn", "patch")))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(5):   # a bright object on a dark, noisy background, at different places
+        img = rng.integers(0, 30, (120, 160, 3), dtype=np.uint8)
+        img[20 + 5 * i:80 + 5 * i, 30 + 10 * i:90 + 10 * i] = (40, 180, 240)
+        cv2.imwrite(str(photos / f"{i}.jpg"), img)
+    sheet, basis = tmp_path / "parts.png", tmp_path / "parts.npz"
+    stdout = _run(str(EXAMPLES / "pca_parts.py"), str(model), str(photos), str(sheet),
+                  "--foreground", "--save-basis", str(basis), "--side", "64", cwd=tmp_path)
+    assert "basis from 5 images; 5 images drawn" in stdout
+    image = cv2.imread(str(sheet))
+    assert image.shape == (2 * 64, 3 * 2 * 64, 3)                 # 5 tiles in 3 columns
+    background = float(stdout.split("background ")[1].split("%")[0])
+    assert 0 < background < 100                                     # the foreground split ran
+    # The saved basis gives the same sheet: one basis for every image, reusable across runs.
+    again = tmp_path / "again.png"
+    _run(str(EXAMPLES / "pca_parts.py"), str(model), str(photos), str(again), "--basis",
+         str(basis), "--side", "64", cwd=tmp_path)
+    assert np.array_equal(cv2.imread(str(again)), image)

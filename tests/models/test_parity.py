@@ -18,7 +18,12 @@ from dino_models.archs import resolve_arch
 VECTORS = Path(__file__).parent / "vectors"
 sys.path.insert(0, str(VECTORS))
 from make_reference_vectors import CONFIGS  # noqa: E402
-from weights import deterministic_images, deterministic_state  # noqa: E402
+from weights import (
+    deterministic_images,
+    load_deterministic,
+    recorded_key_shapes,
+    state_key_shapes,  # noqa: E402
+)
 
 TOL = 1e-5
 REF = np.load(VECTORS / "reference_vectors.npz")
@@ -28,18 +33,13 @@ CASES = [(name, h, w) for name, cfg in CONFIGS.items() for h, w in cfg[4]]
 def _our_model(name: str):
     builder, patch, depth, *_ = CONFIGS[name]
     model = resolve_arch(builder, patch).build(depth=depth).eval()
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = deterministic_state(shapes, sum(map(ord, name)))
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    load_deterministic(model, name)
     return model
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_state_dict_keys_and_shapes_match_official(name):
-    model = _our_model(name)
-    ours = {k: str(tuple(v.shape)) for k, v in model.state_dict().items()}
-    official = dict(zip(REF[f"{name}/keys"].tolist(), REF[f"{name}/key_shapes"].tolist()))
-    assert ours == official
+    assert state_key_shapes(_our_model(name)) == recorded_key_shapes(REF, name)
 
 
 @pytest.mark.parametrize("name,h,w", CASES, ids=[f"{n}-{h}x{w}" for n, h, w in CASES])

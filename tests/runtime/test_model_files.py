@@ -207,7 +207,7 @@ def test_nan_weights_stop_dino_run_with_one_line(nan_onnx, tmp_path, video_60):
     # no warm-up call: the first batch finds it, after the aspect warning (the clip's aspect
     # differs from the model's) and the banner
     warning, banner, *rest = err.splitlines()
-    assert banner.startswith("dino-run: vit_tiny/16 64x96 on "), err
+    assert banner.startswith("dino-run: dino vit_tiny/16 64x96 on "), err
     assert warning.startswith("dino-run: warning: frames 160x96 are stretched"), err
     err = "\n".join(rest)
     assert_one_line_error(code, err, "non-finite (NaN or inf) values in the model's cls output")

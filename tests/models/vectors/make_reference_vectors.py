@@ -21,7 +21,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from weights import deterministic_images, deterministic_state  # noqa: E402
+from weights import deterministic_images, key_arrays, load_deterministic, name_seed  # noqa: E402
 
 # name -> (official builder, patch, depth, batch, [(H, W)], token stride, attention rows)
 CONFIGS = {
@@ -39,12 +39,8 @@ def main(official_repo: str) -> None:
     for name, (builder, patch, depth, batch, sizes, stride, rows) in CONFIGS.items():
         kwargs = {"depth": depth} if depth != 12 else {}
         model = _build(official, builder, patch, kwargs).eval()
-        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        seed = sum(map(ord, name))
-        state = deterministic_state(shapes, seed)
-        model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
-        arrays[f"{name}/keys"] = np.array(sorted(shapes))
-        arrays[f"{name}/key_shapes"] = np.array([str(shapes[k]) for k in sorted(shapes)])
+        arrays.update(key_arrays(name, load_deterministic(model, name)))
+        seed = name_seed(name)
         for h, w in sizes:
             x = torch.from_numpy(deterministic_images(batch, h, w, seed + h + w))
             tag = f"{name}/{h}x{w}"

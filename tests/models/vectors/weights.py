@@ -12,9 +12,15 @@ import numpy as np
 def _std_for(name: str) -> float:
     if name.endswith("attn.qkv.weight"):
         return 0.08   # larger than the 0.02 init so the attention is peaked, not uniform
-    if "norm" in name and name.endswith("weight"):
+    if _around_one(name):
         return 0.1    # around 1.0, see below
     return 0.02
+
+
+def _around_one(name: str) -> bool:
+    """LayerNorm weights and LayerScale gammas (DINOv2) are drawn around 1.0, so that every
+    block changes the tokens (a gamma of 0.02 would make the residual branches vanish)."""
+    return ("norm" in name and name.endswith("weight")) or name.endswith(".gamma")
 
 
 def deterministic_state(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
@@ -23,7 +29,7 @@ def deterministic_state(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[s
     out = {}
     for name in sorted(shapes):
         a = rng.standard_normal(shapes[name]).astype(np.float32) * _std_for(name)
-        if "norm" in name and name.endswith("weight"):
+        if _around_one(name):
             a += 1.0
         out[name] = a
     return out
@@ -35,3 +41,33 @@ def deterministic_images(batch: int, height: int, width: int, seed: int) -> np.n
     coarse = rng.standard_normal((batch, 3, height // 16 + 1, width // 16 + 1))
     big = np.repeat(np.repeat(coarse, 16, axis=2), 16, axis=3)[:, :, :height, :width]
     return (big + 0.3 * rng.standard_normal((batch, 3, height, width))).astype(np.float32)
+
+
+def load_deterministic(model, name: str) -> dict[str, tuple[int, ...]]:
+    """Fill a torch ``model`` strictly with :func:`deterministic_state` seeded by ``name``
+    (the configuration's name); returns its key -> shape map."""
+    import torch
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = deterministic_state(shapes, name_seed(name))
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return shapes
+
+
+def name_seed(name: str) -> int:
+    return sum(map(ord, name))
+
+
+def key_arrays(name: str, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The stored record of a state dict's keys and shapes."""
+    return {f"{name}/keys": np.array(sorted(shapes)),
+            f"{name}/key_shapes": np.array([str(shapes[k]) for k in sorted(shapes)])}
+
+
+def recorded_key_shapes(ref, name: str) -> dict[str, str]:
+    """key -> "(shape)" as stored by :func:`key_arrays`."""
+    return dict(zip(ref[f"{name}/keys"].tolist(), ref[f"{name}/key_shapes"].tolist()))
+
+
+def state_key_shapes(model) -> dict[str, str]:
+    """key -> "(shape)" of a torch model's state dict, comparable with the record."""
+    return {k: str(tuple(v.shape)) for k, v in model.state_dict().items()}
