@@ -31,8 +31,13 @@ sysdeps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "note: missing system packages ($$missing): the tests that need them will skip"; fi
 
+# Two pytest processes: the training tests run DataLoaders with worker processes, whose
+# SIGCHLD handler (torch's, in Python) crashed a pytest process that had run the OpenVINO tests
+# at the next child exit (SIGSEGV, 2026-12-01; not reproduced outside pytest, where the same
+# steps run clean). Both must pass.
 test: venv sysdeps
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests --ignore=tests/train
+	$(PY) -m pytest -q tests/train
 
 # Runs the main job end to end on CPU: weights -> dino-export -> dino-run -> runs/demo/report.md
 demo: venv

@@ -14,10 +14,8 @@ from dino_models import DINOHead, VisionTransformer, vit_tiny
 @pytest.fixture(autouse=True)
 def _sigchld_as_before():
     """A DataLoader with workers leaves torch's Python SIGCHLD handler installed in the test
-    process for good. In a pytest process that has also run OpenVINO, a Python SIGCHLD handler
-    crashed the process (SIGSEGV) when a later test's subprocess exited (CI, 2026-12-01; not
-    seen outside pytest: dino-train never loads OpenVINO, dino-run installs no SIGCHLD
-    handler). Each test gets the disposition the one before it started with."""
+    process for good; each test gets the disposition the one before it started with (see the
+    Makefile's test target for the crash this once caused)."""
     before = signal.getsignal(signal.SIGCHLD)
     yield
     signal.signal(signal.SIGCHLD, before)
