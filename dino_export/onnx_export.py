@@ -30,6 +30,7 @@ import torch
 
 from dino_core.fileio import atomic_write_bytes
 from dino_core.metadata import InputFormat, ModelMetadata
+from dino_core.signals import GracefulStop, Interrupted
 from dino_models import VisionTransformer
 from dino_models.archs import family_for_width
 from dino_models.checkpoint import load_backbone
@@ -102,12 +103,18 @@ def trace(graph: ExportGraph, config: ExportConfig) -> onnx.ModelProto:
         # min=1 would be specialised away by torch.export's 0/1 rule; 1 still runs (checked
         # by the dynamic-batch test), the declared bound only guides the exporter.
         dynamic = ({0: torch.export.Dim("batch", min=max(lo, 2) if hi > 1 else 1, max=hi)},)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # A stopping signal waits until the exporter returns: raised inside it (during one of its
+    # lazy imports of torch._dynamo) it became an AttributeError and a TorchExportError, or was
+    # lost. A second signal still stops at once.
+    with GracefulStop() as stop, warnings.catch_warnings(), \
+            contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")  # exporter chatter; the result is checked below
         program = torch.onnx.export(
             graph, (example,), dynamo=True, opset_version=config.opset,
             input_names=[input_name], output_names=list(config.outputs),
             dynamic_shapes=dynamic, external_data=False, verbose=False)
+    if stop.requested:
+        raise Interrupted(stop.signum)
     return program.model_proto
 
 
