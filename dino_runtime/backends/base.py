@@ -54,6 +54,8 @@ class BackendOptions:
     providers: tuple[str, ...] | None = None   # onnxruntime: explicit execution providers
     batch: int | None = None        # frames per call the caller plans; openvino compiles for it
     compile_cache: bool = True      # openvino: keep compiled models beside the model file
+    qdq_fusion: bool = True         # onnxruntime: False runs each Q/DQ pair of an int8 file as
+    #                                 float ops (the graph's own arithmetic, no int8 kernels)
 
 
 class Backend(Protocol):

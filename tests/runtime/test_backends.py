@@ -113,6 +113,19 @@ def test_execution_providers_without_a_gpu(tiny_onnx):
         choose_providers("gpu0", tiny_onnx)
 
 
+def test_onnxruntime_runs_q_dq_pairs_as_float_ops_only_when_asked(tiny_onnx):
+    """qdq_fusion=False (dino-export's check of a graph only TensorRT runs) reaches the session;
+    users' sessions keep ONNX Runtime's int8 kernels."""
+    key = "session.disable_quant_qdq"
+    plain = load_backend(tiny_onnx, "onnxruntime", BackendOptions(device="cpu"))
+    unfused = load_backend(tiny_onnx, "onnxruntime",
+                           BackendOptions(device="cpu", qdq_fusion=False))
+    with pytest.raises(RuntimeError, match="does not have configuration with key"):
+        plain.session.get_session_options().get_session_config_entry(key)  # never set
+    assert unfused.session.get_session_options().get_session_config_entry(key) == "1"
+    assert (plain.qdq_fusion, unfused.qdq_fusion) == (True, False)
+
+
 def test_tensorrt_engine_without_tensorrt_says_what_to_install(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not an engine")
