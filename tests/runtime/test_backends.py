@@ -52,6 +52,13 @@ def test_baked_uint8_preprocessing_matches_float_graph(tiny_onnx, tiny_onnx_bgr)
     np.testing.assert_allclose(float_rt(batch).attn, bgr_rt(batch).attn, atol=1e-5)
 
 
+def test_torch_auto_precision_is_what_this_cpu_runs_natively(tiny_checkpoint):
+    # The path auto takes here, on any CPU: bf16 only with native bf16 (AVX512-BF16 or AMX).
+    from dino_core.precision import cpu_has_native_bf16
+    rt = Runtime(tiny_checkpoint, backend="torch", input_size=MODEL_HW, warmup=False)
+    assert rt.backend.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
 def test_torch_bf16_stays_close_to_fp32(tiny_checkpoint):
     from dino_core.precision import cpu_has_native_bf16
     if not cpu_has_native_bf16():
