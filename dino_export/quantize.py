@@ -13,9 +13,9 @@ that one 8-bit scale cannot hold. Two schemes (:class:`QuantScheme`):
   2 * 255 * 127 = 64770 does not fit in 32767, 2 * 255 * 64 = 32640 does. VNNI
   (``vpdpbusd``) sums into int32 and never saturates, but where a file will run is unknown at
   export, so the CPU file always takes the 7 bits. Measured on an AVX2 CPU
-  (docs/benchmarks/cpu-without-vnni.md): 8-bit weights drop the CLS cosine to 0.81-0.91 on
-  photos in ONNX Runtime and OpenVINO (ViT-S/16, ViT-Tiny/16), 7-bit ones keep it at 0.996+,
-  within 0.001 of what 8-bit weights give without saturation.
+  (docs/benchmarks/cpu-without-vnni.md; ViT-Tiny/16 and ViT-S/16, Imagenette photos): 8-bit
+  weights drop the minimum CLS cosine to 0.81-0.92 in ONNX Runtime and OpenVINO, 7-bit ones
+  keep it at 0.996-0.998, within 0.002 of what 8-bit weights give without saturation.
 * ``TENSORRT`` (the graph ``--trt int8`` builds from): int8 activations with zero point 0 and
   float biases, 8-bit weights. TensorRT quantizes symmetrically only ("zeroPt must be all
   zeros", signed INT8; NVIDIA, "Working with Quantized Types"), so it cannot build from the CPU

@@ -3,7 +3,9 @@
 The file is opened with :class:`dino_runtime.Runtime` (backend and device as a user would pick
 them), fed the same uint8 BGR frames a camera would give, and its outputs are compared with
 the PyTorch model's on exactly the float input the runtime computed. So a check can only pass
-on the code path that users execute.
+on the code path that users execute. The one graph users do not execute on a CPU, the source of
+``--trt int8``, is checked by its own arithmetic instead (ONNX Runtime, Q/DQ pairs as float ops:
+``qdq_fusion=False``; see :func:`dino_export.pipeline.cpu_checks`), then its engine by TensorRT.
 
 Bounds (per precision the file runs in): fp32 max abs error <= 1e-4 on every output; fp16
 cosine >= 0.999; bf16 cosine >= 0.999 and mean mask IoU >= 0.95; int8 cosine >= 0.99 and mean
