@@ -30,6 +30,7 @@ from .errors import ModelError, OptionError
 
 PREFIX = "dino."
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+INT8_WEIGHT_BITS = (0, 7, 8)  # 0: not recorded (files written before weight_bits existed: 8)
 FAMILIES = ("dino", "dinov2")
 MAX_BATCH = 4096
 MAX_SIDE = 8192          # pixels; larger inputs are refused before anything is allocated
@@ -147,6 +148,9 @@ class ModelMetadata:
     checkpoint_sha256: str = ""
     toolkit_version: str = ""
     tensorrt_version: str = ""     # engines only: the TensorRT that built it (must match at load)
+    weight_bits: int = 0           # int8: bits of the int8 weights, 7 (in -64..64: no int16
+    #                                saturation on x86 CPUs without VNNI) or 8 (TensorRT graphs);
+    #                                0: a float file, or an int8 file from before it was recorded
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", _pair(self.img_size))
@@ -195,11 +199,20 @@ class ModelMetadata:
                 raise ModelError(f"metadata: {name} {shown(list(values))}: expected values in "
                                  f"{low:g}..{high:g}")
         _check_choice(self.precision, "precision", PRECISIONS)
+        self._check_weight_bits()
         _check_choice(self.family, "family", FAMILIES)
         for name in ("checkpoint_sha256", "toolkit_version", "tensorrt_version"):
             _check_str(getattr(self, name), name, 128, empty=True)
         self._check_outputs()
         return self
+
+    def _check_weight_bits(self) -> None:
+        bits = self.weight_bits
+        allowed = INT8_WEIGHT_BITS if self.precision == "int8" else (0,)
+        if not isinstance(bits, int) or isinstance(bits, bool) or bits not in allowed:
+            what = ("0, 7 or 8 for an int8 file" if self.precision == "int8"
+                    else f"0 for a {self.precision} file")
+            raise ModelError(f"metadata: weight_bits {shown(bits)}: expected {what}")
 
     def expected_shapes(self) -> dict[str, list]:
         """The shape each output must have, from the other fields."""

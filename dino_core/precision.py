@@ -15,6 +15,8 @@ from .errors import BackendUnavailable, OptionError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+# x86 instructions that sum u8 x s8 products into int32 (AVX512-VNNI, AVX-VNNI, AMX-INT8)
+INT32_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 
 @lru_cache(maxsize=1)
@@ -33,6 +35,15 @@ def cpu_flags() -> frozenset[str]:
 def cpu_has_native_bf16() -> bool:
     """True when this CPU has bf16 dot-product instructions (AVX512-BF16) or AMX tiles."""
     return any(flag in cpu_flags() for flag in NATIVE_BF16_FLAGS)
+
+
+def int8_products_saturate() -> bool:
+    """True on an x86 CPU without VNNI or AMX-INT8: its int8 kernels multiply u8 x s8 with
+    ``(v)pmaddubsw``, which adds each pair of products into an int16 with saturation, so that
+    8-bit weights can overflow it (7-bit ones cannot: see dino_export.quantize). False on other
+    CPUs, and where the flags cannot be read."""
+    flags = cpu_flags()
+    return "ssse3" in flags and not any(flag in flags for flag in INT32_DOT_FLAGS)
 
 
 def resolve_precision(requested: str, device: str, choices: Sequence[str], *,

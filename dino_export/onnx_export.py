@@ -37,6 +37,7 @@ from dino_models.checkpoint import load_backbone
 
 from .config import ExportConfig, check_img_size
 from .graph import ExportGraph
+from .quantize import weight_bits
 from .rewrite import squeeze_to_reshape, strip_node_metadata
 from .targets import Target, target_for
 
@@ -81,8 +82,9 @@ def output_shapes(model: VisionTransformer, config: ExportConfig) -> dict[str, l
     return {name: shapes[name] for name in config.outputs}
 
 
-def build_metadata(model: VisionTransformer, source: WeightsSource, config: ExportConfig
-                   ) -> ModelMetadata:
+def build_metadata(model: VisionTransformer, source: WeightsSource, config: ExportConfig,
+                   weight_bits: int = 0) -> ModelMetadata:
+    """``weight_bits``: an int8 graph's, as :func:`~dino_export.quantize.weight_bits` reads it."""
     fmt = InputFormat.UINT8_NHWC if config.preprocess else InputFormat.FLOAT_NCHW
     return ModelMetadata(
         arch=source.arch, patch_size=model.patch_size, embed_dim=model.embed_dim,
@@ -90,7 +92,7 @@ def build_metadata(model: VisionTransformer, source: WeightsSource, config: Expo
         input_name=fmt.input_name, input_format=fmt, outputs=output_shapes(model, config),
         precision=config.precision, batch=config.batch_spec, family=model.family,
         num_registers=model.num_register_tokens, checkpoint_sha256=source.sha256,
-        toolkit_version=toolkit_version()).validate()
+        toolkit_version=toolkit_version(), weight_bits=weight_bits).validate()
 
 
 def trace(graph: ExportGraph, config: ExportConfig) -> onnx.ModelProto:
@@ -213,7 +215,8 @@ def finish(proto: onnx.ModelProto, model: VisionTransformer, source: WeightsSour
     proto = convert_precision(proto, config, target)
     if config.precision != "fp32":
         onnx.checker.check_model(proto, full_check=True)
-    attach_metadata(proto, build_metadata(model, source, config))
+    bits = weight_bits(proto) if config.precision == "int8" else 0  # what the file holds
+    attach_metadata(proto, build_metadata(model, source, config, bits))
     return proto
 
 

@@ -26,7 +26,7 @@ from dino_runtime.backends import BackendCannotRun, auto_rows
 
 from .config import ExportConfig, check_img_size
 from .images import ImageSet, verification_sets
-from .onnx_export import build_metadata, export_fp32, finish, load_model, write_atomic
+from .onnx_export import export_fp32, finish, load_model, read_metadata, write_atomic
 from .targets import Target, by_name, check_options, engine_path, select, source_path
 from .verify import VerifyReport, verify_file
 
@@ -83,7 +83,7 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
         if graph != req.out:
             result.reports += graphs.write(by_name(engine.source), graph)
         result.engine_source = graph
-        meta = graphs.metadata(by_name(engine.source))
+        meta = read_metadata(graph)  # an engine carries the metadata of its source graph
         result.engine_path, result.engine_report = _engine(req, engine, graph, model, meta,
                                                            inputs, log)
     return result
@@ -103,9 +103,6 @@ class _Graphs:
     def config(self, row: Target) -> ExportConfig:
         return self.req.config.with_(precision=row.precision)
 
-    def metadata(self, row: Target):
-        return build_metadata(self.model, self.source, self.config(row))
-
     def write(self, row: Target, path: Path, start: float | None = None) -> list[VerifyReport]:
         """Write ``row``'s graph to ``path`` beside-then-rename, verified unless --no-verify;
         the time logged counts from ``start`` (default: now)."""
@@ -123,7 +120,7 @@ class _Graphs:
                     os.replace(tmp, path)
                 return []
             return _verified(tmp, path,
-                             lambda p: _verify_onnx(p, self.model, self.inputs, self.log))
+                             lambda p: _verify_onnx(p, row, self.model, self.inputs, self.log))
         except BaseException:
             tmp.unlink(missing_ok=True)  # a failed verification has already moved it aside
             raise
@@ -159,11 +156,30 @@ def cpu_engines(path: Path) -> list[str]:
     return ["onnxruntime"] + [name for name in rows if name != "onnxruntime"]
 
 
-def _verify_onnx(path: Path, model, inputs: list[ImageSet], log: Log) -> list[VerifyReport]:
+def cpu_checks(path: Path, row: Target) -> list[tuple[str, bool]]:
+    """(engine, Q/DQ fusion) pairs that verify ``row``'s graph on this machine's CPU.
+
+    A graph users run is checked on every CPU engine that runs it (:func:`cpu_engines`), with
+    their int8 kernels. A graph only an engine runs (``row.engine_only``: the TensorRT int8
+    source) is checked by its own arithmetic instead: ONNX Runtime with each Q/DQ pair run as
+    float ops, which is what TensorRT computes (int8 products summed in int32 on the GPU).
+    ONNX Runtime's or OpenVINO's int8 kernels would check code that never runs that graph, and
+    on x86 CPUs without VNNI they saturate its 8-bit weights (see :mod:`~dino_export.quantize`),
+    which TensorRT never does. What checks the engine is TensorRT, through the runtime's
+    TensorRT backend, once it is built.
+    """
+    if row.engine_only:
+        return [("onnxruntime", False)]
+    return [(engine, True) for engine in cpu_engines(path)]
+
+
+def _verify_onnx(path: Path, row: Target, model, inputs: list[ImageSet], log: Log
+                 ) -> list[VerifyReport]:
     reports = []
-    for engine in cpu_engines(path):
+    for engine, qdq_fusion in cpu_checks(path, row):
         try:
-            report = verify_file(path, model, inputs, backend=engine, device="cpu")
+            report = verify_file(path, model, inputs, backend=engine, device="cpu",
+                                 qdq_fusion=qdq_fusion)
         except BackendCannotRun as e:  # auto runs the file on the next engine: nothing to check
             log(f"{engine}: not verified: {e}; dino-run --backend auto runs it on onnxruntime")
             continue

@@ -7,10 +7,22 @@ the residual Adds are not in the quantized op types, so they stay float; the att
 that one 8-bit scale cannot hold. Two schemes (:class:`QuantScheme`):
 
 * ``CPU`` (``--precision int8``): uint8 activations with a zero point (the u8s8 form that x86
-  VNNI multiplies directly) and int32 biases.
+  multiplies directly) and int32 biases, with 7-bit weights (integers in -64..64, ONNX
+  Runtime's ``reduce_range``). x86 CPUs without VNNI (AVX2, and AVX-512 without VNNI) multiply
+  u8 x s8 with ``vpmaddubsw``, which adds each pair of products into an int16 and saturates:
+  2 * 255 * 127 = 64770 does not fit in 32767, 2 * 255 * 64 = 32640 does. VNNI
+  (``vpdpbusd``) sums into int32 and never saturates, but where a file will run is unknown at
+  export, so the CPU file always takes the 7 bits. Measured on an AVX2 CPU
+  (docs/benchmarks/cpu-without-vnni.md; ViT-Tiny/16 and ViT-S/16, Imagenette photos): 8-bit
+  weights drop the minimum CLS cosine to 0.81-0.92 in ONNX Runtime and OpenVINO, 7-bit ones
+  keep it at 0.996-0.998, within 0.002 of what 8-bit weights give without saturation.
 * ``TENSORRT`` (the graph ``--trt int8`` builds from): int8 activations with zero point 0 and
-  float biases. TensorRT quantizes symmetrically only ("zeroPt must be all zeros", signed INT8;
-  NVIDIA, "Working with Quantized Types"), so it cannot build from the CPU file.
+  float biases, 8-bit weights. TensorRT quantizes symmetrically only ("zeroPt must be all
+  zeros", signed INT8; NVIDIA, "Working with Quantized Types"), so it cannot build from the CPU
+  file; GPUs accumulate int8 products in int32, so its weights keep the full 8 bits.
+
+The bits a file's weights use are read back from the file (:func:`weight_bits`) into its
+metadata (``dino.weight_bits``).
 """
 from __future__ import annotations
 
@@ -23,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from dino_core.batching import chunks, stack_padded
 from dino_core.errors import OptionError
@@ -36,12 +49,14 @@ QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
 
 @dataclass(frozen=True)
 class QuantScheme:
-    """How activations and biases are quantized (weights: per-channel symmetric int8 always)."""
+    """How activations, biases and weights are quantized (weights: per-channel symmetric int8
+    always, in ``weight_bits`` bits)."""
 
     name: str
     activation_type: str        # onnxruntime.quantization.QuantType member: QUInt8 | QInt8
     activation_symmetric: bool  # zero point 0
     quantize_bias: bool         # int32 bias through a DequantizeLinear, else a float bias
+    weight_bits: int = 8        # 7: integers in -64..64 (no int16 saturation without VNNI)
 
 
 @dataclass(frozen=True)
@@ -59,8 +74,13 @@ class Calibration:
     batch: int
 
 
-CPU = QuantScheme("cpu", "QUInt8", activation_symmetric=False, quantize_bias=True)
-TENSORRT = QuantScheme("tensorrt", "QInt8", activation_symmetric=True, quantize_bias=False)
+CPU = QuantScheme("cpu", "QUInt8", activation_symmetric=False, quantize_bias=True,
+                  weight_bits=7)
+TENSORRT = QuantScheme("tensorrt", "QInt8", activation_symmetric=True, quantize_bias=False,
+                       weight_bits=8)
+# The largest weight integer of 7-bit weights (ONNX Runtime's reduced int8 range, -64..64): a
+# pair of u8 x s8 products then fits an int16, 2 * 255 * 64 = 32640 <= 32767.
+REDUCED_WEIGHT_MAX = 64
 
 
 class _Reader:
@@ -139,9 +159,24 @@ def quantize_int8(proto: onnx.ModelProto, calib: Calibration, scheme: QuantSchem
             str(pre), str(dst), _Reader(input_name, feeds), quant_format=QuantFormat.QDQ,
             activation_type=getattr(QuantType, scheme.activation_type),
             weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=QUANTIZED_OPS,
+            reduce_range=scheme.weight_bits == 7,  # weights only; activations keep 8 bits
             nodes_to_exclude=activation_matmuls(pre_proto),
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"WeightSymmetric": True,
                            "ActivationSymmetric": scheme.activation_symmetric,
                            "QuantizeBias": scheme.quantize_bias})
         return onnx.load(dst)
+
+
+def weight_bits(proto: onnx.ModelProto) -> int:
+    """The bits a QDQ graph's int8 weights use: 7 when every weight integer lies in -64..64
+    (see :data:`REDUCED_WEIGHT_MAX`), else 8; 0 for a graph without int8 weights."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    weights = [inits[n.input[0]] for n in proto.graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits
+               and inits[n.input[0]].data_type == onnx.TensorProto.INT8]
+    if not weights:
+        return 0
+    peak = max(int(np.abs(numpy_helper.to_array(w).astype(np.int16)).max())
+               for w in weights)
+    return 7 if peak <= REDUCED_WEIGHT_MAX else 8

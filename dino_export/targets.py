@@ -11,7 +11,9 @@ the engine computes in that graph's types. That graph is ``OUT.onnx`` when ``--p
 selected it, else it is written and verified beside it as ``OUT`` + its row's suffix
 (``--trt fp16`` with the default ``--precision fp32`` writes ``OUT.onnx``, ``OUT.fp16.onnx`` and
 ``OUT.fp16.engine``). The int8 engine has its own graph, ``onnx-int8-trt``: TensorRT takes only
-symmetric int8 (zero points of 0), so the CPU int8 file cannot be its source.
+symmetric int8 (zero points of 0), so the CPU int8 file cannot be its source. Only TensorRT
+runs that graph (``engine_only``), so on the CPU it is checked by its own arithmetic, not by a
+CPU engine's int8 kernels (``dino_export.pipeline.cpu_checks``).
 """
 from __future__ import annotations
 
@@ -69,6 +71,8 @@ class Target:
     requires: tuple[str, ...] = ()  # of those, the ones it cannot do without
     make: Callable[..., Any] | None = None  # graph rows: fp32 proto -> proto; engine rows: build
     source: str = ""               # engine rows: the name of the graph row it is built from
+    engine_only: bool = False      # graph rows only an engine runs: verified on the CPU by their
+    #                                own arithmetic (Q/DQ as float ops), see pipeline.cpu_checks
 
     @property
     def kind(self) -> str:
@@ -87,7 +91,7 @@ TARGETS: tuple[Target, ...] = (
     Target("onnx-int8", "--precision", "int8", ".int8.onnx", False, CALIBRATION,
            ("--calib-data",), make=_int8),
     Target("onnx-int8-trt", "--trt", "int8", ".int8-trt.onnx", False, CALIBRATION,
-           ("--calib-data",), make=_int8_tensorrt),
+           ("--calib-data",), make=_int8_tensorrt, engine_only=True),
     Target("trt-fp32", "--trt", "fp32", ".fp32.engine", True, ("--workspace",), make=_engine,
            source="onnx"),
     Target("trt-fp16", "--trt", "fp16", ".fp16.engine", True, ("--workspace",), make=_engine,

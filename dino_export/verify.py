@@ -3,7 +3,9 @@
 The file is opened with :class:`dino_runtime.Runtime` (backend and device as a user would pick
 them), fed the same uint8 BGR frames a camera would give, and its outputs are compared with
 the PyTorch model's on exactly the float input the runtime computed. So a check can only pass
-on the code path that users execute.
+on the code path that users execute. The one graph users do not execute on a CPU, the source of
+``--trt int8``, is checked by its own arithmetic instead (ONNX Runtime, Q/DQ pairs as float ops:
+``qdq_fusion=False``; see :func:`dino_export.pipeline.cpu_checks`), then its engine by TensorRT.
 
 Bounds (per precision the file runs in): fp32 max abs error <= 1e-4 on every output; fp16
 cosine >= 0.999; bf16 cosine >= 0.999 and mean mask IoU >= 0.95; int8 cosine >= 0.99 and mean
@@ -144,26 +146,31 @@ def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) 
 
 
 def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
-                 precision: str = "auto", providers: Sequence | None = None) -> Runtime:
+                 precision: str = "auto", providers: Sequence | None = None,
+                 qdq_fusion: bool = True) -> Runtime:
     """The file as users open it, without masks (they are computed here for both sides), and
-    without a compile cache (the file is verified under a temporary name). ``providers``: ONNX
-    Runtime execution providers, as ``dino_runtime.Runtime`` takes them."""
+    without a compile cache (the file is verified under a temporary name). ``providers``,
+    ``qdq_fusion``: for ONNX Runtime, as ``dino_runtime.Runtime`` takes them."""
     return Runtime(path, backend=backend, device=device, precision=precision, threshold=None,
                    batch_size=64, warmup=False, providers=providers, fit_batch=True,
-                   compile_cache=False)
+                   compile_cache=False, qdq_fusion=qdq_fusion)
 
 
 def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,
                 backend: str = "auto", device: str = "cpu", precision: str = "auto",
-                providers: Sequence | None = None) -> VerifyReport:
+                providers: Sequence | None = None, qdq_fusion: bool = True) -> VerifyReport:
     """Run the file through the runtime and the model on the same frames; the report says
-    whether it meets the bounds of the precision it ran in."""
-    runtime = open_runtime(path, backend, device, precision, providers)
+    whether it meets the bounds of the precision it ran in. ``qdq_fusion=False`` (ONNX
+    Runtime) checks an int8 graph's own arithmetic, Q/DQ pairs as float ops, not the CPU's int8
+    kernels; the runner's name says so."""
+    runtime = open_runtime(path, backend, device, precision, providers, qdq_fusion)
     meta = runtime.metadata
     inputs = inputs if inputs is not None else verification_sets(meta.img_size)
     ran_in = getattr(runtime.backend, "precision", meta.precision)
+    # Said only where the backend did it (ONNX Runtime's own flag, not the request).
+    how = "" if getattr(runtime.backend, "qdq_fusion", True) else ", Q/DQ as float ops"
     report = VerifyReport(ran_in, TOLERANCES[ran_in],
-                          runner=f"{runtime.backend.name} ({runtime.device})")
+                          runner=f"{runtime.backend.name} ({runtime.device}{how})")
     # The float input the runtime computes from each frame: the reference's input, exactly.
     to_float = Preprocessor(InputSpec(meta.img_size, InputFormat.FLOAT_NCHW, meta.mean, meta.std))
     for label, bgr in inputs:

@@ -49,11 +49,13 @@ class Runtime:
                  input_size: tuple[int, int] | None = None, precision: str = "auto",
                  threads: int | None = None, providers: Sequence[str] | None = None,
                  frame_size: tuple[int, int] | None = None, warmup: bool = True,
-                 fit_batch: bool = False, compile_cache: bool = True) -> None:
+                 fit_batch: bool = False, compile_cache: bool = True,
+                 qdq_fusion: bool = True) -> None:
         options = BackendOptions(device=device, precision=precision, input_size=input_size,
                                  frame_size=frame_size, threads=threads,
                                  providers=tuple(providers) if providers else None,
-                                 batch=batch_size, compile_cache=compile_cache)
+                                 batch=batch_size, compile_cache=compile_cache,
+                                 qdq_fusion=qdq_fusion)
         self.model = model
         self.backend = load_backend(model, backend, options)
         self.metadata = self.backend.metadata

@@ -267,7 +267,12 @@ class _Engine:
     def __init__(self, fake: FakeTensorRT, header: dict, graph: bytes) -> None:
         import onnxruntime as ort
         self._fake, self.header = fake, header
-        self.session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+        # An int8 graph's Q/DQ pairs run as float ops: what TensorRT computes (int8 products
+        # summed in int32), not ONNX Runtime's fused CPU kernels, which saturate 8-bit weights on
+        # x86 CPUs without VNNI (dino_export.quantize).
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.outputs = {o.name: o for o in self.session.get_outputs()}
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from dino_core.errors import BackendUnavailable, ModelError, OptionError
 
-from .base import Backend, BackendCannotRun, BackendOptions, ModelOutputs
+from .base import Backend, BackendCannotRun, BackendOptions, ModelOutputs, int8_saturation_warning
 from . import cuda
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,18 @@ def backend_for(model_path: str | os.PathLike, name: str = "auto",
 def load_backend(model_path: str | os.PathLike, name: str = "auto",
                  options: BackendOptions = BackendOptions()) -> Backend:
     """Open ``model_path`` with the backend ``name``, or with auto's rows in turn (see the
-    module docstring)."""
+    module docstring); a warning when its int8 kernels saturate the file's weights on this CPU
+    (:func:`~.base.int8_saturation_warning`)."""
     if not Path(model_path).exists():
         raise ModelError(f"{model_path}: no such model file")
+    backend = _load(model_path, name, options)
+    warning = int8_saturation_warning(Path(model_path).name, backend)
+    if warning:
+        log.warning(warning)
+    return backend
+
+
+def _load(model_path: str | os.PathLike, name: str, options: BackendOptions) -> Backend:
     if name != "auto":
         return backend_for(model_path, name, options.device).load(model_path, options)
     rows = auto_rows(model_path, options.device)

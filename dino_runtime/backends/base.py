@@ -9,6 +9,7 @@ import numpy as np
 
 from dino_core.errors import BackendUnavailable, ModelError
 from dino_core.metadata import BatchSpec, InputFormat, ModelMetadata
+from dino_core.precision import int8_products_saturate
 
 
 class BackendCannotRun(BackendUnavailable):
@@ -54,6 +55,8 @@ class BackendOptions:
     providers: tuple[str, ...] | None = None   # onnxruntime: explicit execution providers
     batch: int | None = None        # frames per call the caller plans; openvino compiles for it
     compile_cache: bool = True      # openvino: keep compiled models beside the model file
+    qdq_fusion: bool = True         # onnxruntime: False runs each Q/DQ pair of an int8 file as
+    #                                 float ops (the graph's own arithmetic, no int8 kernels)
 
 
 class Backend(Protocol):
@@ -65,6 +68,21 @@ class Backend(Protocol):
 
     def run(self, images: np.ndarray) -> ModelOutputs:
         """Graph input (B, 3, H, W) float32 or (B, H, W, 3) uint8 -> outputs for B frames."""
+
+
+def int8_saturation_warning(where: str, backend: Backend) -> str | None:
+    """A warning for an int8 file with 8-bit weights (a ``--trt int8`` graph, or a file from
+    before ``--precision int8`` took 7 bits) run by CPU int8 kernels on an x86 CPU without VNNI,
+    which saturate such weights (:func:`dino_core.precision.int8_products_saturate`); None
+    otherwise."""
+    meta = backend.metadata
+    if (meta.precision != "int8" or meta.weight_bits == 7 or not backend.runs_on_host
+            or not getattr(backend, "qdq_fusion", True) or not int8_products_saturate()):
+        return None
+    bits = "8-bit weights" if meta.weight_bits == 8 else "weights of 8 bits (no dino.weight_bits)"
+    return (f"{where}: an int8 file with {bits} on a CPU without VNNI, whose int8 products "
+            "saturate them: expect a CLS cosine near 0.8-0.9 to the float model; export it again "
+            "with dino-export --precision int8 (7-bit weights)")
 
 
 def expected_tensors(meta: ModelMetadata) -> dict[str, tuple[str, list]]:

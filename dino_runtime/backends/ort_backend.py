@@ -20,6 +20,7 @@ ORT_TYPES = {"tensor(float)": "float32", "tensor(uint8)": "uint8", "tensor(float
              "tensor(double)": "float64", "tensor(int64)": "int64", "tensor(int32)": "int32",
              "tensor(int8)": "int8", "tensor(bool)": "bool"}
 CPU_EP = "CPUExecutionProvider"
+DISABLE_QDQ_FUSION = "session.disable_quant_qdq"  # ONNX Runtime's session config key
 CUDA_EP = "CUDAExecutionProvider"
 TENSORRT_EP = "TensorrtExecutionProvider"
 
@@ -56,10 +57,16 @@ def tensorrt_ep_options(index: int, model_path: Path) -> dict:
             "trt_engine_cache_path": str(model_path.parent / f".{model_path.stem}.trt-cache")}
 
 
-def session_options(threads: int | None) -> ort.SessionOptions:
+def session_options(threads: int | None, qdq_fusion: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     # ENABLE_ALL fuses LayerNorm, GELU, MatMul+Add and attention into single kernels.
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not qdq_fusion:
+        # DequantizeLinear -> float MatMul -> QuantizeLinear, as the ONNX graph says, instead of
+        # one int8 kernel: what an engine that sums int8 products in int32 (TensorRT) computes.
+        # On x86 without VNNI the fused u8 x s8 kernel adds product pairs into int16 with
+        # saturation, which 8-bit weights overflow (see dino_export.quantize).
+        opts.add_session_config_entry(DISABLE_QDQ_FUSION, "1")
     # A ViT is a chain of ops: all cores go to each op (intra-op), none to running branches
     # side by side (inter-op), which only adds idle threads.
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -89,12 +96,14 @@ class OrtBackend:
         providers = list(options.providers) if options.providers else choose_providers(
             options.device, path)
         try:
-            self.session = ort.InferenceSession(str(path), session_options(options.threads),
-                                                providers=providers)
+            self.session = ort.InferenceSession(
+                str(path), session_options(options.threads, options.qdq_fusion),
+                providers=providers)
         except Exception as e:  # onnxruntime raises its own pybind types for every failure
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{path}: not a readable ONNX model ({first})") from None
         self.path = path
+        self.qdq_fusion = options.qdq_fusion  # False: int8 files run as float ops (verification)
         self.metadata = read_metadata(self.session, str(path))
         self.precision = self.metadata.precision
         self.device = self.session.get_providers()[0]

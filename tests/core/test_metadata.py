@@ -37,6 +37,17 @@ def test_each_malformed_value_in_a_json_sidecar_is_one_line(case, key, raw, need
     assert "\n" not in str(e.value) and str(e.value).startswith("m.engine.json: ")
 
 
+def test_int8_weight_bits_are_7_or_8_or_not_recorded():
+    # 0: an int8 file written before weight_bits was recorded (its weights use 8 bits).
+    int8 = valid_metadata().with_(precision="int8")
+    for bits in (0, 7, 8):
+        meta = int8.with_(weight_bits=bits)
+        assert ModelMetadata.from_props(meta.to_props()).weight_bits == bits
+    for raw in ("6", "true", "8.0"):
+        with pytest.raises(ModelError, match="weight_bits .*: expected 0, 7 or 8 for an int8"):
+            ModelMetadata.from_props(mutated_props("weight_bits", raw, int8), "m.onnx")
+
+
 @pytest.mark.parametrize("text, needle", [
     ("[1, 2]", "expected a JSON object, got list"),
     ("null", "expected a JSON object, got NoneType"),

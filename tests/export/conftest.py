@@ -4,8 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from dino_export import export_onnx
 from dino_models import vit_small
@@ -34,3 +36,11 @@ def tiny_onnx(tiny_pretrained, tmp_path_factory) -> Path:
 
 def rng_images(n: int, size: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, *size, 3), dtype=np.uint8)
+
+
+def int8_weights(proto: onnx.ModelProto) -> list[np.ndarray]:
+    """The int8 initializers that DequantizeLinear nodes read: a QDQ graph's quantized weights."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    return [numpy_helper.to_array(inits[n.input[0]]) for n in proto.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits
+            and inits[n.input[0]].data_type == onnx.TensorProto.INT8]

@@ -1,6 +1,7 @@
 """fp16 and int8 files: structure (what stays float32) and accuracy within the written bounds."""
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import pytest
 
@@ -9,6 +10,8 @@ from dino_export import ExportConfig, export_onnx, read_metadata
 from dino_export.images import verification_sets
 from dino_export.verify import TOLERANCES, verify_file
 from dino_models.checkpoint import load_backbone
+
+from .conftest import int8_weights
 
 FLOAT, HALF = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
 
@@ -41,10 +44,16 @@ def test_fp16_structure_and_accuracy(tiny_pretrained, tmp_path):
     assert min(r.cls_cosine for r in report.rows) >= TOLERANCES["fp16"].min_cosine
 
 
-def test_int8_qdq_keeps_norms_softmax_and_residuals_float(tiny_pretrained, photos, tmp_path):
+@pytest.fixture(scope="module")
+def int8_file(tiny_pretrained, photos, tmp_path_factory):
+    """tiny_pretrained as a --precision int8 file calibrated on 16 photos."""
+    cfg = ExportConfig(precision="int8", calib_data=photos[1], calib_count=16)
+    return export_onnx(tiny_pretrained, tmp_path_factory.mktemp("int8") / "q.onnx", cfg)
+
+
+def test_int8_qdq_keeps_norms_softmax_and_residuals_float(int8_file, tiny_pretrained, photos):
     label, calib_dir = photos
-    cfg = ExportConfig(precision="int8", calib_data=calib_dir, calib_count=16)
-    path = export_onnx(tiny_pretrained, tmp_path / "q.onnx", cfg)
+    path = int8_file
     proto = onnx.load(str(path))
     producer = {o: n.op_type for n in proto.graph.node for o in n.output}
     quantized = [n for n in proto.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
@@ -63,6 +72,17 @@ def test_int8_qdq_keeps_norms_softmax_and_residuals_float(tiny_pretrained, photo
     assert report.rows[0].inputs == "verify-data", f"{label} photos are verified on"
     tol = TOLERANCES["int8"]
     assert all(r.cls_cosine >= tol.min_cosine and r.mask_iou >= tol.min_mask_iou for r in report.rows)
+
+
+def test_int8_cpu_weights_are_7_bit_so_cpus_without_vnni_cannot_saturate(int8_file):
+    # x86 without VNNI adds u8 x s8 product pairs into int16 with saturation: 2 * 255 * 64 fits
+    # in 32767, 2 * 255 * 127 does not. The check reads the file, so it holds on any CPU.
+    weights = int8_weights(onnx.load(str(int8_file)))
+    assert len(weights) == 1 + 4 * 2
+    peaks = [int(np.abs(w.astype(np.int16)).max()) for w in weights]
+    assert max(peaks) == 64, peaks  # the whole reduced range is used, and no more
+    assert 2 * 255 * max(peaks) <= np.iinfo(np.int16).max
+    assert read_metadata(int8_file).weight_bits == 7
 
 
 def test_int8_without_calibration_is_an_error():

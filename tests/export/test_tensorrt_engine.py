@@ -28,6 +28,8 @@ from dino_export.tensorrt import (
 )
 from tests.fake_tensorrt import install
 
+from .conftest import int8_weights
+
 WEAK_TYPING_FLAGS = ("--fp16", "--int8", "--bf16", "--best", "--precisionConstraints",
                      "--layerPrecisions", "--layerOutputTypes", "--calib")
 
@@ -167,7 +169,18 @@ def test_trt_int8_builds_from_a_symmetric_int8_graph(monkeypatch, gpu_here, tiny
     graph = tmp_path / "m.int8-trt.onnx"
     assert result.engine_source == graph
     assert result.engine_report.passed and result.engine_report.precision == "int8"
+    # Only TensorRT runs this graph: on the CPU it is checked once, by its own arithmetic (Q/DQ
+    # as float ops), not by a CPU engine's int8 kernels; the table says so.
+    int8_reports = [r for r in result.reports if r.precision == "int8"]
+    assert [r.runner for r in int8_reports] == [
+        "onnxruntime (CPUExecutionProvider, Q/DQ as float ops)"]
+    assert int8_reports[0].passed
     proto = onnx.load(str(graph))
+    # 8-bit weights (GPUs sum int8 products in int32: nothing to saturate), in the metadata of
+    # the graph and of the engine built from it.
+    assert max(int(abs(w.astype("int16")).max()) for w in int8_weights(proto)) == 127
+    assert read_metadata(graph).weight_bits == 8
+    assert json.loads((tmp_path / "m.int8.engine.json").read_text())["weight_bits"] == 8
     zero_points = qdq_zero_points(proto)
     assert zero_points and all(dtype == "int8" and not any(values)
                                for dtype, values in zero_points)

@@ -1,4 +1,5 @@
-"""Numerical parity with the official facebookresearch/dinov2 ViT (fp32, CPU, max abs <= 1e-5).
+"""Numerical parity with the official facebookresearch/dinov2 ViT (fp32, CPU, max abs <= 1e-5 at
+the ViT-S/14 width, 1e-4 at the ViT-g/14 width: see ``TOL``).
 
 The reference arrays were produced by running the official ``dinov2/models/
 vision_transformer.py`` on deterministic weights and inputs (see
@@ -27,17 +28,28 @@ from weights import (
     state_key_shapes,
 )
 
-TOL = 1e-5
+# Bounds on max |ours - reference| per configuration. The reference was made on one CPU
+# (AVX-512) and the test runs on others, whose GEMM kernels sum in another order (AVX2 here):
+# two correct fp32 computations then differ by up to the sum of their rounding errors.
+# Measured on an AVX2 CPU (AMD EPYC, torch 2.14.1) on these inputs: the official code run there
+# gives our outputs bit for bit, and differs from the stored vectors by <= 5.0e-6 (ViT-S/14) and
+# <= 3.7e-5 (ViT-g/14 width); fp32's own rounding, max |fp32 - fp64| of the same model on the
+# same input, is <= 5.2e-6 and <= 4.6e-5 (1536 wide, SwiGLU 4096 hidden: longer sums of larger
+# terms). So 1e-5 holds for ViT-S/14 on both CPUs, at twice the spread, and no 1e-5 bound can
+# hold across CPUs for ViT-g/14: 1e-4, about twice its rounding
+# (test_the_giant_bound_is_twice_its_fp32_rounding keeps that premise checked).
+TOL = {"dinov2_s14": 1e-5, "dinov2_s14_reg": 1e-5, "dinov2_g14_reg_d2": 1e-4}
 REF = np.load(VECTORS / "dinov2_reference_vectors.npz")
 CASES = [pytest.param(name, h, w, id=f"{name}-{h}x{w}",
                       marks=[pytest.mark.slow] if max(h, w) > 500 else [])
          for name, cfg in CONFIGS.items() for h, w in cfg[4]]
 
 
-def _close(ours: np.ndarray, ref: np.ndarray) -> bool:
-    """Same shape and max abs difference <= TOL (an empty array, e.g. no registers, is equal)."""
+def _close(ours: np.ndarray, ref: np.ndarray, name: str) -> bool:
+    """Same shape and max abs difference <= TOL[name] (an empty array, e.g. no registers, is
+    equal)."""
     assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return ours.size == 0 or float(np.abs(ours - ref).max()) <= TOL
+    return ours.size == 0 or float(np.abs(ours - ref).max()) <= TOL[name]
 
 
 def _arch_name(config: str) -> str:
@@ -70,18 +82,18 @@ def test_outputs_match_official(name, h, w):
         lean = model.forward_single_pass(x, patch=False)
     ref_cls, ref_attn = REF[f"{tag}/cls"], REF[f"{tag}/attn_rows"]
     ref_patch, ref_regs = REF[f"{tag}/patch_subset"], REF[f"{tag}/registers"]
-    assert _close(features["x_norm_clstoken"].numpy(), ref_cls)
-    assert _close(features["x_norm_patchtokens"].numpy()[:, ::stride], ref_patch)
-    assert _close(features["x_norm_regtokens"].numpy(), ref_regs)
-    assert _close(full_attn[:, :, rows].numpy(), ref_attn)
+    assert _close(features["x_norm_clstoken"].numpy(), ref_cls, name)
+    assert _close(features["x_norm_patchtokens"].numpy()[:, ::stride], ref_patch, name)
+    assert _close(features["x_norm_regtokens"].numpy(), ref_regs, name)
+    assert _close(full_attn[:, :, rows].numpy(), ref_attn, name)
     # The single-pass outputs that export and runtime use agree with the reference too:
     # attention over the patches only, the registers' share apart.
     cls_row = ref_attn[:, :, 0]
     for out in (one, lean):
-        assert _close(out.cls.numpy(), ref_cls)
-        assert _close(out.attn.numpy(), cls_row[:, :, r:])
-        assert _close(out.attn_registers.numpy(), cls_row[:, :, 1:r])
-    assert _close(one.patch.numpy()[:, ::stride], ref_patch)
+        assert _close(out.cls.numpy(), ref_cls, name)
+        assert _close(out.attn.numpy(), cls_row[:, :, r:], name)
+        assert _close(out.attn_registers.numpy(), cls_row[:, :, 1:r], name)
+    assert _close(one.patch.numpy()[:, ::stride], ref_patch, name)
     # The reference is not vacuous: peaked probability rows, registers that take attention.
     np.testing.assert_allclose(ref_attn.sum(-1), 1.0, atol=1e-5)
     assert ref_attn.max() > 2.0 / ref_attn.shape[-1]
@@ -112,7 +124,23 @@ def test_official_forward_and_intermediate_layers(name):
         (patch,) = model.get_intermediate_layers(x, 1)
         ((grid, cls2),) = model.get_intermediate_layers(x, [len(model.blocks) - 1], reshape=True,
                                                         return_class_token=True)
-    assert _close(cls, REF[f"{name}/224x224/cls"])
-    assert _close(patch.numpy()[:, ::stride], REF[f"{name}/224x224/patch_subset"])
+    assert _close(cls, REF[f"{name}/224x224/cls"], name)
+    assert _close(patch.numpy()[:, ::stride], REF[f"{name}/224x224/patch_subset"], name)
     assert grid.shape == (batch, cls.shape[-1], 16, 16)
-    assert torch.equal(grid.flatten(2).transpose(1, 2), patch) and _close(cls2.numpy(), cls)
+    assert torch.equal(grid.flatten(2).transpose(1, 2), patch) and _close(cls2.numpy(), cls, name)
+
+
+def test_the_giant_bound_is_twice_its_fp32_rounding():
+    # The premise of TOL for the ViT-g/14 width, on whatever CPU runs this: fp32's own rounding
+    # (against the same model in float64) exceeds 1e-5, so another CPU's summation order can
+    # move the outputs by more than 1e-5; twice it stays within the bound.
+    name = "dinov2_g14_reg_d2"
+    batch, stride = CONFIGS[name][3], CONFIGS[name][5]
+    model = _our_model(name)
+    x = torch.from_numpy(deterministic_images(batch, 224, 224, sum(map(ord, name)) + 448))
+    with torch.no_grad():
+        single = model.forward_features(x)
+        double = model.double().forward_features(x.double())  # the same weights, widened
+    rounding = max(float((single[k][:, ::stride].double() - double[k][:, ::stride]).abs().max())
+                   for k in ("x_norm_clstoken", "x_norm_patchtokens", "x_norm_regtokens"))
+    assert 1e-5 < rounding and 2 * rounding <= TOL[name], rounding

@@ -52,6 +52,13 @@ def test_baked_uint8_preprocessing_matches_float_graph(tiny_onnx, tiny_onnx_bgr)
     np.testing.assert_allclose(float_rt(batch).attn, bgr_rt(batch).attn, atol=1e-5)
 
 
+def test_torch_auto_precision_is_what_this_cpu_runs_natively(tiny_checkpoint):
+    # The path auto takes here, on any CPU: bf16 only with native bf16 (AVX512-BF16 or AMX).
+    from dino_core.precision import cpu_has_native_bf16
+    rt = Runtime(tiny_checkpoint, backend="torch", input_size=MODEL_HW, warmup=False)
+    assert rt.backend.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
 def test_torch_bf16_stays_close_to_fp32(tiny_checkpoint):
     from dino_core.precision import cpu_has_native_bf16
     if not cpu_has_native_bf16():
@@ -111,6 +118,67 @@ def test_execution_providers_without_a_gpu(tiny_onnx):
         choose_providers("cuda", tiny_onnx)
     with pytest.raises(OptionError, match="unknown device"):
         choose_providers("gpu0", tiny_onnx)
+
+
+def test_onnxruntime_runs_q_dq_pairs_as_float_ops_only_when_asked(tiny_onnx):
+    """qdq_fusion=False (dino-export's check of a graph only TensorRT runs) reaches the session;
+    users' sessions keep ONNX Runtime's int8 kernels."""
+    key = "session.disable_quant_qdq"
+    plain = load_backend(tiny_onnx, "onnxruntime", BackendOptions(device="cpu"))
+    unfused = load_backend(tiny_onnx, "onnxruntime",
+                           BackendOptions(device="cpu", qdq_fusion=False))
+    with pytest.raises(RuntimeError, match="does not have configuration with key"):
+        plain.session.get_session_options().get_session_config_entry(key)  # never set
+    assert unfused.session.get_session_options().get_session_config_entry(key) == "1"
+    assert (plain.qdq_fusion, unfused.qdq_fusion) == (True, False)
+
+
+@pytest.mark.parametrize("flags, bits, host, fusion, warns", [
+    ({"ssse3", "avx2", "fma"}, 8, True, True, True),        # AVX2 only: 8-bit weights saturate
+    ({"ssse3", "avx2", "fma"}, 0, True, True, True),        # no weight_bits: written with 8
+    ({"ssse3", "avx2", "fma"}, 7, True, True, False),       # 7-bit weights cannot saturate
+    ({"ssse3", "avx512f", "avx512_vnni"}, 8, True, True, False),  # VNNI sums in int32
+    ({"ssse3", "avx2", "avx_vnni"}, 8, True, True, False),
+    ({"ssse3", "avx2"}, 8, False, True, False),              # not CPU kernels (a GPU)
+    ({"ssse3", "avx2"}, 8, True, False, False),              # Q/DQ as float ops
+    ({"fp", "asimd", "asimddp"}, 8, True, True, False),      # not x86
+])
+def test_int8_files_with_8_bit_weights_warn_where_cpu_kernels_saturate_them(
+        monkeypatch, flags, bits, host, fusion, warns):
+    from types import SimpleNamespace
+
+    from dino_core import precision
+    from dino_runtime.backends.base import int8_saturation_warning
+    from tests.core.malformed_metadata import valid_metadata
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset(flags))
+    meta = valid_metadata().with_(precision="int8", weight_bits=bits)
+    backend = SimpleNamespace(metadata=meta, runs_on_host=host, qdq_fusion=fusion)
+    warning = int8_saturation_warning("m.onnx", backend)
+    assert (warning is not None) == warns, warning
+    if warns:
+        assert warning.startswith("m.onnx: an int8 file with ") and "without VNNI" in warning
+        assert warning.endswith("again with dino-export --precision int8 (7-bit weights)")
+    fp32 = SimpleNamespace(metadata=valid_metadata(), runs_on_host=host, qdq_fusion=fusion)
+    assert int8_saturation_warning("m.onnx", fp32) is None
+
+
+def test_loading_an_int8_file_with_8_bit_weights_warns_on_an_avx2_cpu(monkeypatch, tiny_onnx,
+                                                                       tmp_path, caplog):
+    # The file's metadata says int8 with 8-bit weights (its graph stays fp32: the warning reads
+    # the metadata and the CPU, nothing else).
+    import onnx
+
+    from dino_core import precision
+    proto = onnx.load(str(tiny_onnx))
+    for prop in proto.metadata_props:
+        prop.value = {"dino.precision": '"int8"'}.get(prop.key, prop.value)
+    proto.metadata_props.add(key="dino.weight_bits", value="8")
+    onnx.save(proto, str(tmp_path / "q.onnx"))
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"ssse3", "avx2", "fma"}))
+    with caplog.at_level("WARNING", logger="dino_runtime"):
+        load_backend(tmp_path / "q.onnx", "onnxruntime", BackendOptions(device="cpu"))
+        load_backend(tiny_onnx, "onnxruntime", BackendOptions(device="cpu"))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["q.onnx"]
 
 
 def test_tensorrt_engine_without_tensorrt_says_what_to_install(tmp_path):
