@@ -50,13 +50,11 @@ class HFConfig:
     @classmethod
     def read(cls, path: Path) -> HFConfig:
         """Parse and check ``config.json``; :class:`CheckpointError` naming the bad field."""
-        where = str(path)
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
-        try:
-            raw = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise CheckpointError(f"{where}: not valid JSON") from None
+        return cls.parse(read_config_json(path), str(path))
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> HFConfig:
+        """Check the values of a parsed ``config.json``."""
         if not isinstance(raw, dict) or raw.get("model_type") not in HF_MODEL_TYPES:
             kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
             raise CheckpointError(f"{where}: model_type {kind!r}; expected one of "
@@ -74,6 +72,16 @@ class HFConfig:
             ints["num_register_tokens"] = 0
         return cls(**ints, layer_norm_eps=eps,
                    use_swiglu_ffn=bool(raw.get("use_swiglu_ffn", False)))
+
+
+def read_config_json(path: Path) -> Any:
+    """The parsed ``config.json`` of a transformers folder (size-capped: untrusted input)."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{path}: not valid JSON") from None
 
 
 def _int(raw: Mapping[str, Any], name: str, default: int, where: str) -> int:

@@ -42,7 +42,9 @@ SWIGLU_ALIGN = {"swiglu": 8, "swiglu32": 32, "swiglu64": 64, "swiglu128": 128}
 class Dinov3VisionTransformer(VisionTransformer):
     """DINOv3 ViT: ``forward`` returns the normalised [CLS] token (B, D).
 
-    The keywords are the official ``DinoVisionTransformer``'s. The RoPE coordinate augmentations
+    The keywords are the official ``DinoVisionTransformer``'s, and two of this toolkit's for
+    checkpoints that say more than a name: ``ffn_hidden`` (the feed-forward width itself) and
+    ``layer_norm_eps`` (instead of the norm name's). The RoPE coordinate augmentations
     (``pos_embed_rope_shift/jitter/rescale_coords``) are training-time only, off at inference in
     the official model too; they are accepted for the official signature and have no effect.
     """
@@ -63,7 +65,7 @@ class Dinov3VisionTransformer(VisionTransformer):
                  n_storage_tokens: int = NUM_STORAGE_TOKENS, mask_k_bias: bool = True,
                  untie_cls_and_patch_norms: bool = False,
                  untie_global_and_local_cls_norm: bool = False,
-                 ffn_hidden: int | None = None) -> None:
+                 ffn_hidden: int | None = None, layer_norm_eps: float | None = None) -> None:
         # The base constructor builds a learned position embedding and DINO's blocks; the parts
         # differ here, and the methods are the base's (they reach the parts through the hooks).
         nn.Module.__init__(self)
@@ -77,7 +79,8 @@ class Dinov3VisionTransformer(VisionTransformer):
                              "setting of every released backbone, is supported")
         if embed_dim % (4 * num_heads):
             raise ValueError(f"RoPE needs a head width divisible by 4: {embed_dim} / {num_heads}")
-        norm = partial(nn.LayerNorm, eps=NORM_EPS[norm_layer])
+        norm = partial(nn.LayerNorm, eps=NORM_EPS[norm_layer] if layer_norm_eps is None
+                       else layer_norm_eps)
         self.num_features = self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.patch_size = patch_size
