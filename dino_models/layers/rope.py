@@ -28,9 +28,12 @@ def rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 def rope_apply(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate queries or keys ``x`` (B, heads, T, d) by ``table`` (2, T, d) = (sin, cos)."""
+    """Rotate queries or keys ``x`` (B, heads, T, d) by ``table`` (2, T, d) = (sin, cos).
+
+    Computed in the table's type (float32, as officially) and returned in ``x``'s, so that
+    reduced-precision runs (bf16 autocast) keep q, k and v in one type."""
     sin, cos = table.unbind(0)
-    return x * cos + rotate_half(x) * sin
+    return (x * cos + rotate_half(x) * sin).to(x.dtype)
 
 
 class RopePositionEmbedding(nn.Module):
