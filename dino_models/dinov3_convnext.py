@@ -125,7 +125,8 @@ class ConvNeXt(nn.Module):
             LayerNorm2d(dims[i - 1], eps=layer_norm_eps),
             nn.Conv2d(dims[i - 1], dims[i], kernel_size=2, stride=2))
             for i in range(1, NUM_STAGES))
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()  # the official rule
+        total = sum(depths)  # the official rule: linear from 0 to drop_path_rate over blocks
+        rates = [drop_path_rate * i / max(total - 1, 1) for i in range(total)]
         starts = [sum(depths[:i]) for i in range(NUM_STAGES)]
         self.stages = nn.ModuleList(nn.Sequential(*[
             ConvNeXtBlock(dims[i], rates[starts[i] + j], layer_scale_init_value, layer_norm_eps)
