@@ -11,7 +11,11 @@ Accepted, with the architecture (family, size, patch, registers) inferred from t
     ``model.safetensors`` with ``config.json`` beside it; timm's DINOv2 weights
     (:mod:`dino_models.convert` maps both to the official keys);
   * the official hub names (:data:`HUB`): ``dino_vits16`` ... and ``dinov2_vits14``,
-    ``dinov2_vits14_reg`` ...; downloads are checked against the SHA-256 pinned there.
+    ``dinov2_vits14_reg`` ...; downloads are checked against the SHA-256 pinned there;
+  * DINOv3 ConvNeXts in the official, transformers and timm layouts
+    (:mod:`dino_models.dinov3_convnext_checkpoint`) and their hub names
+    (``dinov3_convnext_tiny`` ...), read from the torch hub cache only: Meta gives the DINOv3
+    weights out under the DINOv3 License, after a request form, so nothing is downloaded.
 Loading is strict: a missing or unexpected backbone key is an error naming it.
 """
 from __future__ import annotations
@@ -40,11 +44,14 @@ from .convert import (
     is_timm_dinov2_layout,
 )
 from .dinov2 import DinoVisionTransformer
+from .dinov3_convnext import ConvNeXt
 from .safe_load import load_pickle_checkpoint
 from .vision_transformer import VisionTransformer
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/dino"
 _DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
+_DINOV3_BASE_URL = "https://dl.fbaipublicfiles.com/dinov3"
+DINOV3_DOWNLOADS = "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/"
 
 
 @dataclass(frozen=True)
@@ -57,7 +64,7 @@ class HubFile:
 
     @property
     def family(self) -> str:
-        return "dinov2" if self.stem.startswith("dinov2") else "dino"
+        return next((f for f in ("dinov2", "dinov3") if self.stem.startswith(f)), "dino")
 
 
 # Official release files (facebookresearch/dino and facebookresearch/dinov2 hubconf.py and
@@ -90,6 +97,12 @@ HUB: dict[str, HubFile] = {
     "dinov2_vitb14_reg": HubFile("dinov2_vitb14", "dinov2_vitb14_reg4_pretrain"),
     "dinov2_vitl14_reg": HubFile("dinov2_vitl14", "dinov2_vitl14_reg4_pretrain"),
     "dinov2_vitg14_reg": HubFile("dinov2_vitg14", "dinov2_vitg14_reg4_pretrain"),
+    # DINOv3 ConvNeXts (dinov3/hub/backbones.py): the file names carry the hashes Meta gives
+    # them; they are never downloaded (see _fetch_hub_file) and no SHA-256 is published.
+    **{f"dinov3_convnext_{size}": HubFile(f"dinov3_convnext_{size}",
+                                          f"dinov3_convnext_{size}_pretrain_lvd1689m-{tag}")
+       for size, tag in (("tiny", "21b726bb"), ("small", "296db49d"), ("base", "801f2ba9"),
+                         ("large", "61fa432d"))},
 }
 TRAINING_KEYS = ("student", "teacher")
 TOOLKIT_KEY = "dino_edge"   # this toolkit's record in a training checkpoint
@@ -112,8 +125,8 @@ class BackboneInfo:
     img_size: int              # side of the stored position-embedding grid, in pixels
     sha256: str
     epoch: int | None = None
-    family: str = "dino"       # dino | dinov2
-    num_registers: int = 0
+    family: str = "dino"       # dino | dinov2 | dinov3 (a ConvNeXt: num_heads 0, patch_size
+    num_registers: int = 0     # its output stride 32, img_size 224)
 
     @property
     def short_name(self) -> str:
@@ -124,7 +137,7 @@ class BackboneInfo:
 
 def hub_url(name: str) -> str:
     entry = HUB[name]
-    base = _DINOV2_BASE_URL if entry.family == "dinov2" else _BASE_URL
+    base = {"dinov2": _DINOV2_BASE_URL, "dinov3": _DINOV3_BASE_URL}.get(entry.family, _BASE_URL)
     return f"{base}/{entry.folder}/{entry.stem}.pth"
 
 
@@ -170,6 +183,11 @@ def _fetch_hub_file(name: str, download: bool) -> Path:
     cached = hub_cache_path(name)
     if cached.exists():
         return cached
+    if HUB[name].family == "dinov3":
+        raise CheckpointError(
+            f"{name}: {cached.name} is not in the torch hub cache; DINOv3 weights are under the "
+            f"DINOv3 License and are not downloaded automatically: request them at "
+            f"{DINOV3_DOWNLOADS}, then put the file at {cached} (or pass its path)")
     url = hub_url(name)
     if not download:
         raise CheckpointError(f"{name}: not in the cache; download {url} to {cached}")
@@ -348,10 +366,16 @@ def parameter_bytes(cfg: InferredConfig) -> int:
 
 
 def check_model_size(cfg: InferredConfig, path: Path, where: str) -> None:
-    """:class:`CheckpointError` before building a model far larger than the file's weights
-    (views with stride 0 can describe any shape in a few bytes) or than free memory."""
-    need, size = parameter_bytes(cfg), path.stat().st_size
-    described = f"a ViT {cfg.embed_dim} wide and {cfg.depth} blocks deep"
+    """:func:`check_build_size` for the ViT ``cfg`` describes."""
+    check_build_size(parameter_bytes(cfg), f"a ViT {cfg.embed_dim} wide and {cfg.depth} blocks "
+                     "deep", path, where)
+
+
+def check_build_size(need: int, described: str, path: Path, where: str) -> None:
+    """:class:`CheckpointError` before building a model of ``need`` float32 bytes far larger
+    than the file's weights (views with stride 0 can describe any shape in a few bytes) or
+    than free memory."""
+    size = path.stat().st_size
     # fp16 weights hold half the float32 bytes; a training checkpoint holds more than one copy
     if need > 4 * size + (64 << 20):
         raise CheckpointError(f"{where}: refused to build {described} "
@@ -445,7 +469,7 @@ def file_sha256(path: Path) -> str:
 
 
 def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
-                  download: bool = True) -> tuple[VisionTransformer, BackboneInfo]:
+                  download: bool = True) -> tuple[VisionTransformer | ConvNeXt, BackboneInfo]:
     """Checkpoint path, transformers folder or hub name -> (backbone in eval mode,
     :class:`BackboneInfo`).
 
@@ -462,6 +486,10 @@ def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
     state, fmt, key = extract_backbone(obj, checkpoint_key, where)
     if path.suffix == ".safetensors":
         fmt = "safetensors"
+    # imported here: that module builds on this one's BackboneInfo and strict loading
+    from .dinov3_convnext_checkpoint import is_convnext, load_convnext
+    if is_convnext(state):
+        return load_convnext(state, fmt, path, where, str(source), sha256, key)
     state, fmt, hf = to_official_layout(state, fmt, path, where)
     record = obj.get(TOOLKIT_KEY, {}) if isinstance(obj, Mapping) else {}
     heads = hf.num_attention_heads if hf else (
