@@ -81,6 +81,8 @@ class Arch:
         return f"vit_{self.family.name[4]}{self.patch_size}"
 
     def build(self, **kwargs) -> nn.Module:
+        if self.family.name in CONVNEXT_FAMILIES:  # no registers or storage tokens to pass
+            return self.family.builder(patch_size=self.patch_size, **kwargs)
         if self.family.kind == "dinov2":
             kwargs["num_register_tokens"] = self.num_registers
         return self.family.builder(patch_size=self.patch_size, **kwargs)
