@@ -64,15 +64,10 @@ def test_outputs_match_official(tiny, h, w):
     with torch.no_grad():
         features = tiny.forward_features(x)
         stages = tiny.get_intermediate_layers(x, n=4, return_class_token=True)
-        single = tiny.forward_single_pass(x)
-        pooled = tiny(x)
     errors = {
-        "forward": _close(pooled, REF[f"{tag}/cls"]),
         "x_norm_clstoken": _close(features["x_norm_clstoken"], REF[f"{tag}/cls"]),
         "x_norm_patchtokens": _close(features["x_norm_patchtokens"], REF[f"{tag}/patch_subset"]),
         "x_prenorm": _close(features["x_prenorm"], REF[f"{tag}/prenorm_subset"]),
-        "single_pass.cls": _close(single.cls, REF[f"{tag}/cls"]),
-        "single_pass.patch": _close(single.patch, REF[f"{tag}/patch_subset"]),
         "stage3.cls": _close(stages[3][1], REF[f"{tag}/cls"]),
         "stage3.patch": _close(stages[3][0], REF[f"{tag}/patch_subset"]),
     }
@@ -80,7 +75,22 @@ def test_outputs_match_official(tiny, h, w):
         errors[f"stage{i}.cls"] = _close(stages[i][1], REF[f"{tag}/stage{i}/cls"])
         errors[f"stage{i}.patch"] = _close(stages[i][0], REF[f"{tag}/stage{i}/patch_subset"])
     assert max(errors.values()) <= TOL, errors
+    assert features["x_storage_tokens"].shape == (x.shape[0], 0, 768)
+
+
+@pytest.mark.parametrize("h,w", [(224, 224), (200, 328)])
+def test_single_pass_and_forward_match_official(tiny, h, w):
+    """What export and runtime run, at a multiple of 32 and not (the 384x672 pass is left
+    out for time: these paths are checked against forward_features at every size in
+    test_dinov3_convnext.py)."""
+    x = torch.from_numpy(deterministic_images(IMAGE_SIZES[h, w], h, w, image_seed(h, w)))
+    tag = f"{NAME}/{h}x{w}"
+    with torch.no_grad():
+        single = tiny.forward_single_pass(x)
+        pooled = tiny(x)
+    assert _close(pooled, REF[f"{tag}/cls"]) <= TOL
+    assert _close(single.cls, REF[f"{tag}/cls"]) <= TOL
+    assert _close(single.patch, REF[f"{tag}/patch_subset"]) <= TOL
     # the grid is (H // 32, W // 32) at every size, multiple of 32 or not
     assert single.patch.shape[1] == (h // 32) * (w // 32)
-    assert features["x_storage_tokens"].shape == (x.shape[0], 0, 768)
     assert single.attn is None and single.attn_registers is None
