@@ -1,28 +1,34 @@
 """The one table of architecture names: DINO's short names (``vit_s8``) and official ones
 (``vit_small``), DINOv2's (``dinov2_s14``, ``dinov2_s14_reg`` with 4 registers) and DINOv3's
-ViTs (``dinov3_s16``, ``dinov3_s16plus``, ... ``dinov3_7b16``, all with 4 storage tokens)."""
+ViTs (``dinov3_s16``, ``dinov3_s16plus``, ... ``dinov3_7b16``, all with 4 storage tokens) and
+ConvNeXts (``dinov3_convnext_tiny`` ... ``_large``, output stride 32)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+from torch import nn
+
 from . import dinov3
 from .dinov2 import NUM_REGISTERS, SIZES, build_dinov2
-from .vision_transformer import VisionTransformer, vit_base, vit_large, vit_small, vit_tiny
+from .dinov3_convnext import OUTPUT_STRIDE, build_convnext
+from .dinov3_convnext import SIZES as CONVNEXT_SIZES
+from .vision_transformer import vit_base, vit_large, vit_small, vit_tiny
 
 
 @dataclass(frozen=True)
 class Family:
-    """One ViT width of one model family; ``builder(patch_size, **kwargs)`` has the official
-    signature. ``kind`` is "dino", "dinov2" or "dinov3" (the ``family`` of exported metadata);
-    ``ffn_layer`` tells apart DINOv3 widths that share an embedding width (S and S+, L and L+)."""
+    """One ViT width of one model family (or one DINOv3 ConvNeXt size: ``num_heads`` 0, no
+    attention); ``builder(patch_size, **kwargs)`` has the official signature. ``kind`` is
+    "dino", "dinov2" or "dinov3" (the ``family`` of exported metadata); ``ffn_layer`` tells
+    apart DINOv3 ViT widths that share an embedding width (S and S+, L and L+)."""
 
     name: str
     embed_dim: int
     depth: int
     num_heads: int
-    builder: Callable[..., VisionTransformer]
+    builder: Callable[..., nn.Module]
     kind: str = "dino"
     ffn_layer: str = "mlp"
 
@@ -42,6 +48,12 @@ DINOV3_FAMILIES: dict[str, Family] = {
     name: Family(name, size.embed_dim, size.depth, size.num_heads,
                  partial(dinov3.build_dinov3, name), "dinov3", size.ffn_layer)
     for name, size in dinov3.SIZES.items()}
+
+# The DINOv3 ConvNeXts: the arch name is the family name (one output stride, no registers).
+CONVNEXT_FAMILIES: dict[str, Family] = {
+    f"dinov3_convnext_{size}": Family(f"dinov3_convnext_{size}", dims[-1], sum(depths), 0,
+                                      partial(build_convnext, size), "dinov3")
+    for size, (depths, dims) in CONVNEXT_SIZES.items()}
 
 # Short name -> (family, patch size). ViT-S/8 and ViT-B/8 are the official DINO releases.
 SHORT_NAMES: dict[str, tuple[str, int]] = {
@@ -78,6 +90,8 @@ class Arch:
 
     @property
     def short_name(self) -> str:
+        if self.family.name in CONVNEXT_FAMILIES:
+            return self.family.name
         if self.family.kind == "dinov3":
             return next(n for n, f in DINOV3_NAMES.items() if f == self.family.name)
         if self.family.kind == "dinov2":
@@ -85,7 +99,9 @@ class Arch:
                     f"{'_reg' if self.num_registers else ''}")
         return f"vit_{self.family.name[4]}{self.patch_size}"
 
-    def build(self, **kwargs) -> VisionTransformer:
+    def build(self, **kwargs) -> nn.Module:
+        if self.family.name in CONVNEXT_FAMILIES:  # no registers or storage tokens to pass
+            return self.family.builder(patch_size=self.patch_size, **kwargs)
         if self.family.kind == "dinov2":
             kwargs["num_register_tokens"] = self.num_registers
         if self.family.kind == "dinov3":
@@ -94,7 +110,8 @@ class Arch:
 
 
 def valid_names() -> list[str]:
-    return sorted(SHORT_NAMES) + sorted(FAMILIES) + sorted(DINOV2_NAMES) + sorted(DINOV3_NAMES)
+    return (sorted(SHORT_NAMES) + sorted(FAMILIES) + sorted(DINOV2_NAMES) + sorted(DINOV3_NAMES)
+            + list(CONVNEXT_FAMILIES))
 
 
 def resolve_arch(name: str, patch_size: int | None = None) -> Arch:
@@ -120,6 +137,11 @@ def resolve_arch(name: str, patch_size: int | None = None) -> Arch:
         return Arch(FAMILIES[family], patch)
     if name in FAMILIES:
         return Arch(FAMILIES[name], patch_size or 16)
+    if name in CONVNEXT_FAMILIES:
+        if patch_size not in (None, OUTPUT_STRIDE):
+            raise ValueError(f"--arch {name} has output stride {OUTPUT_STRIDE}; no patch size "
+                             f"{patch_size}")
+        return Arch(CONVNEXT_FAMILIES[name], OUTPUT_STRIDE)
     raise ValueError(f"unknown architecture {name!r}; valid: {', '.join(valid_names())}")
 
 

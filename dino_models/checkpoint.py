@@ -15,9 +15,11 @@ Accepted, with the architecture (family, size, patch, registers) inferred from t
     official keys);
   * the official hub names (:data:`HUB`): ``dino_vits16`` ... and ``dinov2_vits14``,
     ``dinov2_vits14_reg`` ...; downloads are checked against the SHA-256 pinned there. The
-    DINOv3 names (``dinov3_vits16`` ...) resolve to the torch hub cache only: Meta gives those
-    files out behind the DINOv3 License form, so there is nothing to download from here, and a
-    missing one is a one-line error saying where to put it.
+    DINOv3 names (``dinov3_vits16`` ..., ``dinov3_convnext_tiny`` ...) resolve to the torch hub
+    cache only: Meta gives those files out behind the DINOv3 License form, so there is nothing
+    to download from here, and a missing one is a one-line error saying where to put it;
+  * DINOv3 ConvNeXts in the official, transformers and timm layouts
+    (:mod:`dino_models.dinov3_convnext_checkpoint`).
 Loading is strict: a missing or unexpected backbone key is an error naming it.
 """
 from __future__ import annotations
@@ -49,6 +51,7 @@ from .convert import (
 )
 from .dinov2 import DinoVisionTransformer
 from .dinov3 import NORM_EPS, Dinov3VisionTransformer
+from .dinov3_convnext import ConvNeXt
 from .safe_load import load_pickle_checkpoint
 from .vision_transformer import VisionTransformer
 
@@ -103,6 +106,12 @@ HUB: dict[str, HubFile] = {
     "dinov2_vitb14_reg": HubFile("dinov2_vitb14", "dinov2_vitb14_reg4_pretrain"),
     "dinov2_vitl14_reg": HubFile("dinov2_vitl14", "dinov2_vitl14_reg4_pretrain"),
     "dinov2_vitg14_reg": HubFile("dinov2_vitg14", "dinov2_vitg14_reg4_pretrain"),
+    # DINOv3 ConvNeXts (dinov3/hub/backbones.py): the file names carry the hashes Meta gives
+    # them; they are never downloaded (see _fetch_hub_file) and no SHA-256 is published.
+    **{f"dinov3_convnext_{size}": HubFile(f"dinov3_convnext_{size}",
+                                          f"dinov3_convnext_{size}_pretrain_lvd1689m-{tag}")
+       for size, tag in (("tiny", "21b726bb"), ("small", "296db49d"), ("base", "801f2ba9"),
+                         ("large", "61fa432d"))},
 }
 # DINOv3 release files (facebookresearch/dinov3 hub/backbones.py: folder dinov3_<arch>, file
 # dinov3_<arch>_pretrain_<dataset>-<hash>.pth, with each entry's hash). The hash follows torch
@@ -142,8 +151,8 @@ class BackboneInfo:
     img_size: int              # side of the stored position-embedding grid, in pixels
     sha256: str
     epoch: int | None = None
-    family: str = "dino"       # dino | dinov2 | dinov3
-    num_registers: int = 0     # DINOv2 registers, DINOv3 storage tokens
+    family: str = "dino"       # dino | dinov2 | dinov3 (a ConvNeXt: num_heads 0, patch_size
+    num_registers: int = 0     # its output stride 32, img_size 224); DINOv3 ViTs: storage tokens
 
     @property
     def short_name(self) -> str:
@@ -454,10 +463,16 @@ def parameter_bytes(cfg: InferredConfig) -> int:
 
 
 def check_model_size(cfg: InferredConfig, path: Path, where: str) -> None:
-    """:class:`CheckpointError` before building a model far larger than the file's weights
-    (views with stride 0 can describe any shape in a few bytes) or than free memory."""
-    need, size = parameter_bytes(cfg), path.stat().st_size
-    described = f"a ViT {cfg.embed_dim} wide and {cfg.depth} blocks deep"
+    """:func:`check_build_size` for the ViT ``cfg`` describes."""
+    check_build_size(parameter_bytes(cfg), f"a ViT {cfg.embed_dim} wide and {cfg.depth} blocks "
+                     "deep", path, where)
+
+
+def check_build_size(need: int, described: str, path: Path, where: str) -> None:
+    """:class:`CheckpointError` before building a model of ``need`` float32 bytes far larger
+    than the file's weights (views with stride 0 can describe any shape in a few bytes) or
+    than free memory."""
+    size = path.stat().st_size
     # fp16 weights hold half the float32 bytes; a training checkpoint holds more than one copy
     if need > 4 * size + (64 << 20):
         raise CheckpointError(f"{where}: refused to build {described} "
@@ -575,7 +590,7 @@ def file_sha256(path: Path) -> str:
 
 
 def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
-                  download: bool = True) -> tuple[VisionTransformer, BackboneInfo]:
+                  download: bool = True) -> tuple[VisionTransformer | ConvNeXt, BackboneInfo]:
     """Checkpoint path, transformers folder or hub name -> (backbone in eval mode,
     :class:`BackboneInfo`).
 
@@ -592,6 +607,10 @@ def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
     state, fmt, key = extract_backbone(obj, checkpoint_key, where)
     if path.suffix == ".safetensors":
         fmt = "safetensors"
+    # imported here: that module builds on this one's BackboneInfo and strict loading
+    from .dinov3_convnext_checkpoint import is_convnext, load_convnext
+    if is_convnext(state):
+        return load_convnext(state, fmt, path, where, str(source), sha256, key)
     state, fmt, hf = to_official_layout(state, fmt, path, where)
     record = obj.get(TOOLKIT_KEY, {}) if isinstance(obj, Mapping) else {}
     heads = hf.num_attention_heads if hf else (
