@@ -210,9 +210,9 @@ def run(opts: RunOptions) -> int:
     pca = pca_options(opts.pca, runtime) if opts.render.pca else PcaOptions()
     meta = runtime.metadata
     registers = f" + {meta.num_registers} registers" if meta.num_registers else ""
-    if not meta.has_attention:
-        registers = f" (stride {meta.patch_size}, no attention)"
-    click.echo(f"dino-run: {meta.family} {meta.arch}/{meta.patch_size}{registers} "
+    name = (f"{meta.arch}/{meta.patch_size}{registers}" if meta.has_attention
+            else f"{meta.arch} (stride {meta.patch_size}, no attention)")
+    click.echo(f"dino-run: {meta.family} {name} "
                f"{meta.img_size[0]}x{meta.img_size[1]} on {runtime.backend.name}, device "
                f"{runtime.device}, precision {precision_text(runtime.backend)}, batch "
                f"{runtime.batch_size}; {source.info.description}"
