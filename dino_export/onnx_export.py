@@ -30,6 +30,7 @@ import numpy as np
 import onnx
 import torch
 
+from dino_core.errors import UserError
 from dino_core.fileio import atomic_write_bytes
 from dino_core.metadata import InputFormat, ModelMetadata
 from dino_core.signals import GracefulStop, Interrupted
@@ -177,8 +178,24 @@ def write_atomic(proto: onnx.ModelProto, out_path: Path) -> Path:
     return atomic_write_bytes(proto.SerializeToString(), out_path)
 
 
+# One ONNX file is one protobuf message, which cannot exceed 2 GiB; larger models would need
+# their weights in external data files, which this exporter does not write.
+MAX_GRAPH_BYTES = 2 << 30
+
+
+def check_single_file(model: bb.Backbone) -> None:
+    """:class:`UserError` (one line) for a model whose float32 weights alone exceed one ONNX
+    file (DINOv3 ViT-H+/16: 3.4 GB; ViT-7B/16: 27 GB), before any work."""
+    weights = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    if weights > MAX_GRAPH_BYTES * 0.95:
+        raise UserError(f"{weights / 1e9:.1f} GB of float32 weights do not fit in one ONNX file "
+                        f"(protobuf's 2 GiB limit), and external weight files are not written "
+                        f"yet: DINOv3 ViTs up to L/16 and L+/16 (1.2 GB) and the ConvNeXts export")
+
+
 def export_fp32(model: bb.Backbone, config: ExportConfig) -> tuple[onnx.ModelProto, ExportGraph]:
     """The float32 graph, simplified when that helps, checked by ``onnx.checker``."""
+    check_single_file(model)
     config = resolve_outputs(config, model)
     graph = ExportGraph(model, config)
     proto = trace(graph, config)

@@ -124,3 +124,45 @@ def test_fp16_and_int8_pass_the_verification_bounds(s16plus, model, photos, tmp_
     assert report.passed, report.table()
     assert report.tolerance == TOLERANCES[precision]
     assert static_graph_problems(onnx.load(str(path))) == []
+
+
+def test_fp16_keeps_what_would_overflow_in_float32(tmp_path):
+    # Large ViTs carry outlier channels in their residual stream. Random weights have none, so
+    # one is made: block 0's MLP output scaled up past float16's 65504 (the fp32 model's norms
+    # rescale it). A plain conversion leaves those tensors float16, which overflows on a GPU
+    # (ONNX Runtime's CPU provider runs most float16 ops in float32, so verification here
+    # cannot see it); the export keeps every node that touches them float32.
+    from dino_export.fp16 import activation_peaks, overflowing_nodes, to_fp16
+    from dino_export.images import check_feeds
+    from dino_export.onnx_export import export_fp32
+    torch.manual_seed(3)
+    model = resolve_arch("dinov3_s16").build(depth=2, layerscale_init=1.0).eval()
+    with torch.no_grad():
+        model.blocks[0].mlp.fc2.weight.mul_(1e5)
+    cfg = ExportConfig(img_size=(64, 112), outputs=("cls", "attn", "patch"))
+    proto, _ = export_fp32(model, cfg)
+    peaks = activation_peaks(proto, check_feeds((64, 112), False, 1))
+    large = {name for name, peak in peaks.items() if peak > 65504}
+    assert large and overflowing_nodes(proto, peaks)
+
+    def kept_float32(graph: onnx.ModelProto, names: list[str]) -> bool:
+        """The nodes ``names`` compute in float32 and read no value that went through float16."""
+        inferred = onnx.shape_inference.infer_shapes(graph).graph
+        types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info,
+                                                                *inferred.output]}
+        producer = {o: n for n in graph.graph.node for o in n.output}
+        nodes = [n for n in graph.graph.node if n.name in names]
+        return len(nodes) == len(names) and all(
+            types.get(o) == TensorProto.FLOAT for n in nodes for o in n.output) and not any(
+            producer[i].op_type == "Cast" and producer[i].attribute[0].i == TensorProto.FLOAT
+            and producer.get(producer[i].input[0]) is not None
+            and producer[producer[i].input[0]].op_type == "Cast"
+            for n in nodes for i in n.input if i in producer)
+
+    keep = overflowing_nodes(proto, peaks)
+    assert not kept_float32(to_fp16(onnx.ModelProto.FromString(proto.SerializeToString())),
+                            keep)
+    path = export_onnx(model, tmp_path / "h.onnx", cfg.with_(precision="fp16"))
+    assert kept_float32(onnx.load(str(path)), keep)
+    report = verify_file(path, model, verification_sets((64, 112)), backend="onnxruntime")
+    assert report.passed, report.table()
