@@ -148,9 +148,10 @@ def read_hf_eps(path: Path) -> float:
     """The LayerNorm eps of a transformers ``DINOv3ConvNextConfig``, its model type and
     activation checked (the widths and depths come from the weights)."""
     where, raw = str(path), read_config_json(path)
-    if raw.get("model_type") != HF_MODEL_TYPE:
-        raise CheckpointError(f"{where}: model_type {raw.get('model_type')!r}; expected "
-                              f"{HF_MODEL_TYPE!r} (a transformers DINOv3 ConvNeXt)")
+    kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+    if kind != HF_MODEL_TYPE:
+        raise CheckpointError(f"{where}: model_type {kind!r}; expected {HF_MODEL_TYPE!r} "
+                              "(a transformers DINOv3 ConvNeXt)")
     if raw.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"{where}: hidden_act {raw['hidden_act']!r}; only gelu, as "
                               "every released DINOv3 ConvNeXt, is supported")
