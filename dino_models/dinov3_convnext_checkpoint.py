@@ -32,7 +32,7 @@ from dino_core.metadata import shown
 
 from .checkpoint import BackboneInfo, check_build_size, hf_config_path, load_state_strict
 from .convert import read_config_json
-from .dinov3_convnext import LAYER_NORM_EPS, NUM_STAGES, OUTPUT_STRIDE, SIZES, ConvNeXt
+from .dinov3_convnext import LAYER_NORM_EPS, NUM_STAGES, OUTPUT_STRIDE, ConvNeXt, arch_name
 
 HF_MODEL_TYPE = "dinov3_convnext"
 MAX_DIM = 16384
@@ -77,12 +77,7 @@ class ConvNeXtConfig:
 
     @property
     def arch(self) -> str:
-        """The table's name: the size with these depths and widths, else the first size of
-        these widths (a depth-reduced model), else ``dinov3_convnext_w{width}``."""
-        same = [s for s, (depths, dims) in SIZES.items() if dims == self.dims]
-        exact = [s for s in same if SIZES[s][0] == self.depths]
-        size = (exact or same or [None])[0]
-        return f"dinov3_convnext_{size}" if size else f"dinov3_convnext_w{self.dims[-1]}"
+        return arch_name(self.depths, self.dims)
 
     def parameter_bytes(self) -> int:
         """float32 bytes of the model (what :class:`ConvNeXt` allocates)."""
