@@ -43,7 +43,7 @@ from dino_train.cpu_tuning import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs AE's recipe (BENCHMARKS.md, Training, Quality; met +10 at every k with seeds 0 and 1):
+# Runs AE's recipe (docs/benchmarks/training-quality.md; met +10 at every k with seeds 0 and 1):
 # ViT-Tiny/4 with 6 blocks, a 512-wide head with batch norm and 4,096 prototypes; DINO with
 # KoLeo (0.1) and iBOT's masked patches on every global crop, 5-30% of a crop's patches hidden
 # (iBOT's default 10-50% hides too much of a 49-patch crop); 28-pixel global and 12-pixel local
@@ -60,7 +60,9 @@ RECIPE = [
     "--momentum_teacher", "0.99", "--momentum-teacher-end", "0.995", "--drop_path_rate", "0",
     "--koleo-loss-weight", "0.1", "--ibot-loss-weight", "1", "--ibot-mask-probability", "1.0",
     "--ibot-mask-ratio", "0.05", "0.3",
-    "--num_workers", "1", "--precision", "bf16", "--seed", "0", "--log-every", "20",
+    # auto: bf16 where the CPU has native bf16 (the AVX512-BF16 machine AE ran on), else fp32;
+    # bf16 forced on a CPU without it is refused by dino-train (slower than fp32 there).
+    "--num_workers", "1", "--precision", "auto", "--seed", "0", "--log-every", "20",
 ]
 
 

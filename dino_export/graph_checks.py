@@ -43,12 +43,16 @@ def static_graph_problems(proto: onnx.ModelProto, batch: int = 2) -> list[str]:
     fixed = onnx.ModelProto.FromString(proto.SerializeToString())
     del fixed.graph.value_info[:]          # the exporter's hints hold the symbol: infer anew
     for value in [*fixed.graph.input, *fixed.graph.output]:
-        dim = value.type.tensor_type.shape.dim[0]
-        if not dim.HasField("dim_value"):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dim = dims[0]
             dim.Clear()
             if value in fixed.graph.input:
                 dim.dim_value = batch
-    inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True).graph
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, strict_mode=True, data_prop=True).graph
+    except onnx.shape_inference.InferenceError as e:
+        return problems + [f"shape inference fails ({str(e).splitlines()[0][:160]})"]
     shapes = {v.name: v.type.tensor_type for v in [*inferred.value_info, *inferred.output]}
     for node in fixed.graph.node:
         for name in node.output:
@@ -63,5 +67,5 @@ def static_graph_problems(proto: onnx.ModelProto, batch: int = 2) -> list[str]:
 
 def _batch_symbol(proto: onnx.ModelProto) -> str | None:
     """The symbolic batch of the graph input, or None for a fixed batch."""
-    first = proto.graph.input[0].type.tensor_type.shape.dim[0]
-    return None if first.HasField("dim_value") else first.dim_param
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return None if not dims or dims[0].HasField("dim_value") else dims[0].dim_param

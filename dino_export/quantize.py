@@ -4,7 +4,11 @@ ONNX Runtime static quantization in QDQ format: per-channel symmetric int8 weigh
 patch-embedding Conv and the weight MatMuls (qkv, proj, fc1, fc2). LayerNorm, Softmax, GELU and
 the residual Adds are not in the quantized op types, so they stay float; the attention products
 (q @ k, probs @ v) have no weights and stay float too, because their activations have outliers
-that one 8-bit scale cannot hold. Two schemes (:class:`QuantScheme`):
+that one 8-bit scale cannot hold. A Conv whose output goes straight into a LayerNorm (DINOv3's
+patch embedding, which has no position embedding added before its first norm; a ConvNeXt's
+convolutions) stays float as well: its int8 output, one scale for the whole tensor, loses the
+small differences between the channels of flat image regions, which the norm then scales up
+(DINOv3 ViT-S+/16 on photos: patch-token cosine 0.85-0.96 with it quantized, 0.995 without). Two schemes (:class:`QuantScheme`):
 
 * ``CPU`` (``--precision int8``): uint8 activations with a zero point (the u8s8 form that x86
   VNNI multiplies directly) and int32 biases.
@@ -29,7 +33,6 @@ from dino_core.errors import OptionError
 from dino_core.metadata import InputFormat
 from dino_runtime.preprocess import InputSpec, Preprocessor
 
-from .config import ExportConfig
 from .images import folder_images
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
@@ -43,6 +46,21 @@ class QuantScheme:
     activation_type: str        # onnxruntime.quantization.QuantType member: QUInt8 | QInt8
     activation_symmetric: bool  # zero point 0
     quantize_bias: bool         # int32 bias through a DequantizeLinear, else a float bias
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration reads: up to ``count`` images of ``folder`` at ``img_size`` (H, W), fed
+    as the graph takes them (uint8 BGR frames when ``preprocess`` is baked in, else normalised
+    float NCHW) in batches of ``batch``. Its own type, not the export config, so that this module
+    needs nothing from :mod:`dino_export.config` (whose validation reads the targets table, which
+    calls this module: issue 31's import circle)."""
+
+    folder: Path | None
+    count: int
+    img_size: tuple[int, int]
+    preprocess: bool
+    batch: int
 
 
 CPU = QuantScheme("cpu", "QUInt8", activation_symmetric=False, quantize_bias=True)
@@ -59,16 +77,17 @@ class _Reader:
         return next(self._items, None)
 
 
-def calibration_feeds(config: ExportConfig, batch: int) -> list[np.ndarray]:
-    """Images from ``config.calib_data`` in the graph's input format, in chunks of ``batch``."""
-    if config.calib_data is None:
+def calibration_feeds(calib: Calibration) -> list[np.ndarray]:
+    """Images from ``calib.folder`` in the graph's input format, in chunks of ``calib.batch``."""
+    if calib.folder is None:
         raise OptionError("int8 needs calibration images: pass --calib-data DIR")
-    feeds = folder_images(config.calib_data, config.calib_count, config.img_size)  # uint8 BGR
-    if not config.preprocess:  # the float input the runtime computes from these frames
-        to_float = Preprocessor(InputSpec(config.img_size, InputFormat.FLOAT_NCHW))
+    feeds = folder_images(calib.folder, calib.count, calib.img_size)  # uint8 BGR
+    if not calib.preprocess:  # the float input the runtime computes from these frames
+        to_float = Preprocessor(InputSpec(calib.img_size, InputFormat.FLOAT_NCHW))
         feeds = np.stack([to_float(frame) for frame in feeds])
     # A fixed-batch graph needs full batches: repeat images to fill the last one.
-    return [stack_padded(list(feeds[part]), batch) for part in chunks(len(feeds), batch)]
+    return [stack_padded(list(feeds[part]), calib.batch)
+            for part in chunks(len(feeds), calib.batch)]
 
 
 def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
@@ -77,6 +96,35 @@ def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
     consts = {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
     return [n.name for n in proto.graph.node if n.op_type == "MatMul"
             and not any(i in inits or i in consts for i in n.input)]
+
+
+# Ops that move or regroup values without computing new ones.
+DATA_MOVEMENT = ("Reshape", "Transpose", "Concat", "Flatten", "Squeeze", "Unsqueeze", "Slice")
+
+
+# The first op of a normalisation: ONNX's LayerNormalization, or the ReduceMean that begins one
+# written out (a channels-first LayerNorm: mean, centre, variance, scale).
+NORM_STARTS = ("LayerNormalization", "ReduceMean")
+
+
+def convs_into_norms(proto: onnx.ModelProto) -> list[str]:
+    """Conv nodes whose output reaches a normalisation through data movement alone (no Add in
+    between) -> kept float (see the module docstring)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def reaches_norm(tensor: str, depth: int = 0) -> bool:
+        for node in consumers.get(tensor, []):
+            if node.op_type in NORM_STARTS:
+                return True
+            if node.op_type in DATA_MOVEMENT and depth < 8 and \
+                    any(reaches_norm(out, depth + 1) for out in node.output):
+                return True
+        return False
+
+    return [n.name for n in proto.graph.node if n.op_type == "Conv" and reaches_norm(n.output[0])]
 
 
 def unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -105,13 +153,12 @@ def unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def quantize_int8(proto: onnx.ModelProto, config: ExportConfig, scheme: QuantScheme = CPU
+def quantize_int8(proto: onnx.ModelProto, calib: Calibration, scheme: QuantScheme = CPU
                   ) -> onnx.ModelProto:
-    """Static QDQ int8 of ``proto`` (float32) calibrated on ``config.calib_data``."""
+    """Static QDQ int8 of ``proto`` (float32) calibrated on ``calib``'s images."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    batch = config.example_batch if config.dynamic_batch is None else 1
-    feeds = calibration_feeds(config, batch)
+    feeds = calibration_feeds(calib)
     input_name = proto.graph.input[0].name
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
@@ -125,7 +172,7 @@ def quantize_int8(proto: onnx.ModelProto, config: ExportConfig, scheme: QuantSch
             str(pre), str(dst), _Reader(input_name, feeds), quant_format=QuantFormat.QDQ,
             activation_type=getattr(QuantType, scheme.activation_type),
             weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=QUANTIZED_OPS,
-            nodes_to_exclude=activation_matmuls(pre_proto),
+            nodes_to_exclude=activation_matmuls(pre_proto) + convs_into_norms(pre_proto),
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"WeightSymmetric": True,
                            "ActivationSymmetric": scheme.activation_symmetric,

@@ -1,7 +1,7 @@
 """The one table of architecture names: DINO's short names (``vit_s8``) and official ones
-(``vit_small``), DINOv2's (``dinov2_s14``, ``dinov2_s14_reg`` with 4 registers), DINOv3's
+(``vit_small``), DINOv2's (``dinov2_s14``, ``dinov2_s14_reg`` with 4 registers) and DINOv3's
 ViTs (``dinov3_s16``, ``dinov3_s16plus``, ... ``dinov3_7b16``, all with 4 storage tokens) and
-the DINOv3 ConvNeXts (``dinov3_convnext_tiny`` ... ``_large``, output stride 32)."""
+ConvNeXts (``dinov3_convnext_tiny`` ... ``_large``, output stride 32)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ class Family:
     """One ViT width of one model family (or one DINOv3 ConvNeXt size: ``num_heads`` 0, no
     attention); ``builder(patch_size, **kwargs)`` has the official signature. ``kind`` is
     "dino", "dinov2" or "dinov3" (the ``family`` of exported metadata); ``ffn_layer`` tells
-    apart DINOv3 widths that share an embedding width (S and S+, L and L+)."""
+    apart DINOv3 ViT widths that share an embedding width (S and S+, L and L+)."""
 
     name: str
     embed_dim: int
@@ -115,8 +115,8 @@ def valid_names() -> list[str]:
 
 
 def resolve_arch(name: str, patch_size: int | None = None) -> Arch:
-    """``vit_s8``, ``vit_small`` (+ ``patch_size``, default 16), ``dinov2_s14_reg``,
-    ``dinov3_s16`` or ``dinov3_convnext_tiny`` -> :class:`Arch`.
+    """``vit_s8``, ``vit_small`` (+ ``patch_size``, default 16), ``dinov2_s14_reg`` or
+    ``dinov3_s16`` -> :class:`Arch`.
 
     An unknown name raises ``ValueError`` listing the valid ones; a short name with a
     contradicting ``patch_size`` is an error rather than a silent choice.

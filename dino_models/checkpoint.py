@@ -106,6 +106,12 @@ HUB: dict[str, HubFile] = {
     "dinov2_vitb14_reg": HubFile("dinov2_vitb14", "dinov2_vitb14_reg4_pretrain"),
     "dinov2_vitl14_reg": HubFile("dinov2_vitl14", "dinov2_vitl14_reg4_pretrain"),
     "dinov2_vitg14_reg": HubFile("dinov2_vitg14", "dinov2_vitg14_reg4_pretrain"),
+    # DINOv3 ConvNeXts (dinov3/hub/backbones.py): the file names carry the hashes Meta gives
+    # them; they are never downloaded (see _fetch_hub_file) and no SHA-256 is published.
+    **{f"dinov3_convnext_{size}": HubFile(f"dinov3_convnext_{size}",
+                                          f"dinov3_convnext_{size}_pretrain_lvd1689m-{tag}")
+       for size, tag in (("tiny", "21b726bb"), ("small", "296db49d"), ("base", "801f2ba9"),
+                         ("large", "61fa432d"))},
 }
 # DINOv3 release files (facebookresearch/dinov3 hub/backbones.py: folder dinov3_<arch>, file
 # dinov3_<arch>_pretrain_<dataset>-<hash>.pth, with each entry's hash). The hash follows torch
@@ -121,10 +127,6 @@ _DINOV3_RELEASES = {
     "dinov3_vit7b16": ("vit7b16", "lvd1689m", "a955f4ea"),
     "dinov3_vitl16_sat493m": ("vitl16", "sat493m", "eadcf0ff"),
     "dinov3_vit7b16_sat493m": ("vit7b16", "sat493m", "a6675841"),
-    "dinov3_convnext_tiny": ("convnext_tiny", "lvd1689m", "21b726bb"),
-    "dinov3_convnext_small": ("convnext_small", "lvd1689m", "296db49d"),
-    "dinov3_convnext_base": ("convnext_base", "lvd1689m", "801f2ba9"),
-    "dinov3_convnext_large": ("convnext_large", "lvd1689m", "61fa432d"),
 }
 HUB.update({name: HubFile(f"dinov3_{arch}", f"dinov3_{arch}_pretrain_{data}-{tag}")
             for name, (arch, data, tag) in _DINOV3_RELEASES.items()})
@@ -150,7 +152,7 @@ class BackboneInfo:
     sha256: str
     epoch: int | None = None
     family: str = "dino"       # dino | dinov2 | dinov3 (a ConvNeXt: num_heads 0, patch_size
-    num_registers: int = 0     # its output stride 32); DINOv2 registers, DINOv3 storage tokens
+    num_registers: int = 0     # its output stride 32, img_size 224); DINOv3 ViTs: storage tokens
 
     @property
     def short_name(self) -> str:

@@ -109,7 +109,7 @@ def first_frame_hw(source: Source) -> tuple[int, int] | None:
 def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
     # No warm-up call: in a whole process it is one more batch of work (0.24 s for ViT-S/16
     # int8 at batch 8, 2 s for ViT-S/8 bf16), and the first batch of the run already pays the
-    # one-time allocation it would have taken out (BENCHMARKS.md, Runtime: start-up).
+    # one-time allocation it would have taken out (docs/benchmarks/runtime.md: start-up).
     runtime = Runtime(opts.model, backend=opts.backend, device=opts.device, batch_size=opts.batch,
                       heads=opts.heads.mode if opts.heads.mode != "index" else opts.heads.index,
                       threshold=opts.threshold, input_size=opts.input_size,
@@ -210,9 +210,9 @@ def run(opts: RunOptions) -> int:
     pca = pca_options(opts.pca, runtime) if opts.render.pca else PcaOptions()
     meta = runtime.metadata
     registers = f" + {meta.num_registers} registers" if meta.num_registers else ""
-    if not meta.has_attention:
-        registers = f" (stride {meta.patch_size}, no attention)"
-    click.echo(f"dino-run: {meta.family} {meta.arch}/{meta.patch_size}{registers} "
+    name = (f"{meta.arch}/{meta.patch_size}{registers}" if meta.has_attention
+            else f"{meta.arch} (stride {meta.patch_size}, no attention)")
+    click.echo(f"dino-run: {meta.family} {name} "
                f"{meta.img_size[0]}x{meta.img_size[1]} on {runtime.backend.name}, device "
                f"{runtime.device}, precision {precision_text(runtime.backend)}, batch "
                f"{runtime.batch_size}; {source.info.description}"
