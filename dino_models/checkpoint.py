@@ -39,6 +39,7 @@ from dino_core.errors import CheckpointError
 from dino_core.metadata import INT_RANGES, shown
 
 from . import convert_dinov3_vit as v3convert
+from . import dinov3_convnext_checkpoint as convnext_checkpoint
 from .archs import DINOV2_FAMILIES, DINOV3_FAMILIES, DINOV3_NAMES, FAMILIES, Arch, family_for_width
 from .convert import (
     HFConfig,
@@ -607,10 +608,8 @@ def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
     state, fmt, key = extract_backbone(obj, checkpoint_key, where)
     if path.suffix == ".safetensors":
         fmt = "safetensors"
-    # imported here: that module builds on this one's BackboneInfo and strict loading
-    from .dinov3_convnext_checkpoint import is_convnext, load_convnext
-    if is_convnext(state):
-        return load_convnext(state, fmt, path, where, str(source), sha256, key)
+    if convnext_checkpoint.is_convnext(state):
+        return _load_convnext(state, fmt, path, where, str(source), sha256, key)
     state, fmt, hf = to_official_layout(state, fmt, path, where)
     record = obj.get(TOOLKIT_KEY, {}) if isinstance(obj, Mapping) else {}
     heads = hf.num_attention_heads if hf else (
@@ -628,6 +627,24 @@ def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
         num_heads=cfg.num_heads, img_size=cfg.img_size, sha256=sha256,
         epoch=int(epoch) if isinstance(epoch, int) else None, family=cfg.family,
         num_registers=cfg.num_registers)
+    return model.eval(), info
+
+
+def _load_convnext(state: Mapping[str, torch.Tensor], fmt: str, path: Path, where: str,
+                   source: str, sha256: str, checkpoint_key: str | None
+                   ) -> tuple[ConvNeXt, BackboneInfo]:
+    """A DINOv3 ConvNeXt state dict in any layout (:mod:`dino_models.dinov3_convnext_checkpoint`)
+    -> (model in eval mode, :class:`BackboneInfo`)."""
+    state, fmt, eps = convnext_checkpoint.to_official(state, fmt, path, where)
+    cfg = convnext_checkpoint.infer_config(state, where)
+    check_build_size(cfg.parameter_bytes(), f"a ConvNeXt {cfg.dims[-1]} wide with blocks "
+                     f"{list(cfg.depths)}", path, where)
+    model = ConvNeXt(depths=cfg.depths, dims=cfg.dims, layer_norm_eps=eps)
+    load_state_strict(model, state, where)
+    info = BackboneInfo(
+        source=source, path=path, format=fmt, checkpoint_key=checkpoint_key, arch=cfg.arch,
+        patch_size=ConvNeXt.patch_size, embed_dim=cfg.dims[-1], depth=sum(cfg.depths),
+        num_heads=0, img_size=224, sha256=sha256, family=ConvNeXt.family)
     return model.eval(), info
 
 

@@ -155,6 +155,11 @@ class ConvNeXt(nn.Module):
         """Blocks in all stages."""
         return sum(self.depths)
 
+    @property
+    def arch(self) -> str:
+        """The arch table's name for this model (see :func:`arch_name`)."""
+        return arch_name(self.depths, self.embed_dims)
+
     def stage_maps(self, x: torch.Tensor, take: Sequence[int] = (NUM_STAGES - 1,)
                    ) -> list[torch.Tensor]:
         """Images (B, 3, H, W) -> the maps of the stages in ``take`` (ascending), stage i of
@@ -223,6 +228,15 @@ class ConvNeXt(nn.Module):
 def _tokens(fmap: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, H * W, C), row-major over the grid."""
     return fmap.flatten(2).transpose(1, 2)
+
+
+def arch_name(depths: Sequence[int], dims: Sequence[int]) -> str:
+    """``dinov3_convnext_<size>`` for the size with these blocks and widths, else for the first
+    size of these widths (a depth-reduced model), else ``dinov3_convnext_w<last width>``."""
+    same = [s for s, (d, c) in SIZES.items() if c == tuple(dims)]
+    exact = [s for s in same if SIZES[s][0] == tuple(depths)]
+    size = (exact or same or [None])[0]
+    return f"dinov3_convnext_{size}" if size else f"dinov3_convnext_w{dims[-1]}"
 
 
 def build_convnext(size: str, patch_size: int = OUTPUT_STRIDE, **kwargs) -> ConvNeXt:

@@ -1,8 +1,9 @@
 """DINOv3 ConvNeXt checkpoints: three key layouts -> the official one, the architecture inferred.
 
-:func:`dino_models.checkpoint.load_backbone` hands every state dict that :func:`is_convnext`
-recognises to :func:`load_convnext`. Layouts, each mapped key by key (a key the map does not
-know is an error, never dropped):
+:func:`dino_models.checkpoint.load_backbone` maps every state dict that :func:`is_convnext`
+recognises with :func:`to_official`, reads its shape with :func:`infer_config` and loads it
+strictly. Layouts, each mapped key by key (a key the map does not know is an error, never
+dropped):
 
   * official (``dinov3_convnext_tiny_pretrain_lvd1689m-21b726bb.pth`` ...):
     ``downsample_layers.{i}.{0,1}``, ``stages.{i}.{j}.{dwconv,norm,pwconv1,pwconv2,gamma}``,
@@ -30,9 +31,8 @@ import torch
 from dino_core.errors import CheckpointError
 from dino_core.metadata import shown
 
-from .checkpoint import BackboneInfo, check_build_size, hf_config_path, load_state_strict
-from .convert import read_config_json
-from .dinov3_convnext import LAYER_NORM_EPS, NUM_STAGES, OUTPUT_STRIDE, SIZES, ConvNeXt
+from .convert import hf_config_path, read_config_json
+from .dinov3_convnext import LAYER_NORM_EPS, NUM_STAGES, arch_name
 
 HF_MODEL_TYPE = "dinov3_convnext"
 MAX_DIM = 16384
@@ -77,12 +77,7 @@ class ConvNeXtConfig:
 
     @property
     def arch(self) -> str:
-        """The table's name: the size with these depths and widths, else the first size of
-        these widths (a depth-reduced model), else ``dinov3_convnext_w{width}``."""
-        same = [s for s, (depths, dims) in SIZES.items() if dims == self.dims]
-        exact = [s for s in same if SIZES[s][0] == self.depths]
-        size = (exact or same or [None])[0]
-        return f"dinov3_convnext_{size}" if size else f"dinov3_convnext_w{self.dims[-1]}"
+        return arch_name(self.depths, self.dims)
 
     def parameter_bytes(self) -> int:
         """float32 bytes of the model (what :class:`ConvNeXt` allocates)."""
@@ -148,9 +143,10 @@ def read_hf_eps(path: Path) -> float:
     """The LayerNorm eps of a transformers ``DINOv3ConvNextConfig``, its model type and
     activation checked (the widths and depths come from the weights)."""
     where, raw = str(path), read_config_json(path)
-    if raw.get("model_type") != HF_MODEL_TYPE:
-        raise CheckpointError(f"{where}: model_type {raw.get('model_type')!r}; expected "
-                              f"{HF_MODEL_TYPE!r} (a transformers DINOv3 ConvNeXt)")
+    kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+    if kind != HF_MODEL_TYPE:
+        raise CheckpointError(f"{where}: model_type {kind!r}; expected {HF_MODEL_TYPE!r} "
+                              "(a transformers DINOv3 ConvNeXt)")
     if raw.get("hidden_act", "gelu") != "gelu":
         raise CheckpointError(f"{where}: hidden_act {raw['hidden_act']!r}; only gelu, as "
                               "every released DINOv3 ConvNeXt, is supported")
@@ -191,21 +187,3 @@ def _conv_shape(state: Mapping[str, Any], key: str, where: str) -> tuple[int, ..
         raise CheckpointError(f"{where}: {key} has shape {shape}, expected a conv weight "
                               "(out, in, k, k)")
     return shape
-
-
-def load_convnext(state: Mapping[str, torch.Tensor], fmt: str, path: Path, where: str,
-                  source: str, sha256: str, checkpoint_key: str | None
-                  ) -> tuple[ConvNeXt, BackboneInfo]:
-    """A ConvNeXt state dict in any layout -> (model in eval mode, :class:`BackboneInfo`);
-    :class:`CheckpointError` (one line) for any unknown, missing or misshapen key."""
-    state, fmt, eps = to_official(state, fmt, path, where)
-    cfg = infer_config(state, where)
-    check_build_size(cfg.parameter_bytes(), f"a ConvNeXt {cfg.dims[-1]} wide with blocks "
-                     f"{list(cfg.depths)}", path, where)
-    model = ConvNeXt(depths=cfg.depths, dims=cfg.dims, layer_norm_eps=eps)
-    load_state_strict(model, state, where)
-    info = BackboneInfo(
-        source=source, path=path, format=fmt, checkpoint_key=checkpoint_key, arch=cfg.arch,
-        patch_size=OUTPUT_STRIDE, embed_dim=cfg.dims[-1], depth=sum(cfg.depths), num_heads=0,
-        img_size=224, sha256=sha256, family=ConvNeXt.family)
-    return model.eval(), info

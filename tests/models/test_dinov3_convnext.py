@@ -38,11 +38,13 @@ def test_arch_table_rows():
         ("dinov3_convnext_small", 32, "dinov3")
     with pytest.raises(ValueError, match="output stride 32"):
         resolve_arch("dinov3_convnext_tiny", 16)
+    with torch.device("meta"):  # shapes only
+        assert [resolve_arch(n).build().arch for n in NAMES] == NAMES
 
 
 def test_contract_attributes(model):
     assert (model.family, model.has_attention, model.embed_dim, model.patch_size,
-            model.num_registers) == ("dinov3", False, 64, 32, 0)
+            model.num_registers, model.arch) == ("dinov3", False, 64, 32, 0, "dinov3_convnext_w64")
 
 
 @pytest.mark.parametrize("h,w", [(64, 64), (96, 160), (100, 70)])

@@ -1,8 +1,9 @@
 """Numerical parity with the official facebookresearch/dinov3 ConvNeXt (fp32, CPU, max abs <= 1e-5).
 
 The reference arrays come from the official ``dinov3/models/convnext.py``, built by its hub
-entries, on deterministic weights and inputs (``vectors/make_dinov3_convnext_reference_vectors.py``);
-here the real-size ConvNeXt-Tiny is rebuilt from the same weights and compared at 224x224,
+entries, on deterministic weights and inputs
+(``vectors/make_dinov3_convnext_reference_vectors.py``); here the real-size ConvNeXt-Tiny is
+rebuilt from the same weights and compared at 224x224,
 384x672 and 200x328 (not a multiple of 32): pooled embedding, last-stage patch tokens (normalised
 and not) and every stage of ``get_intermediate_layers``. The state-dict keys and shapes of all
 four sizes are compared with the official modules'.
