@@ -210,7 +210,7 @@ class Dinov3VisionTransformer(VisionTransformer):
         take = range(len(self.blocks) - n, len(self.blocks)) if isinstance(n, int) else n
         tokens, rope = self.embed(x)
         out = []
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.blocks[:max(take, default=-1) + 1]):  # none after the last
             tokens = blk(tokens, rope)
             if i in take:
                 out.append(self.norm_tokens(tokens) if norm else tokens)
