@@ -62,10 +62,11 @@ class Candidate:
     runtime_kwargs: dict
 
 
-def run_dino_run(c: Candidate, video: Path, frames: int, batch: int, out: Path) -> float:
-    """Steady-state frames/s of one ``dino-run --show-attention --save`` process (its summary)."""
+def run_dino_run(c: Candidate, video: Path, frames: int, batch: int, out: Path,
+                 view: tuple[str, ...] = ("--show-attention",)) -> float:
+    """Steady-state frames/s of one ``dino-run VIEW --save`` process (its summary)."""
     cmd = [*DINO_RUN, "--model", str(c.model), *c.cli_args, "--source", str(video),
-           "--max-frames", str(frames), "--batch", str(batch), "--show-attention", "--save",
+           "--max-frames", str(frames), "--batch", str(batch), *view, "--save",
            str(out), "--overwrite", "--no-display"]
     _, stdout, stderr, _ = timed_process(cmd)
     found = re.search(r"frames (\d+) in ([\d.]+) s: ([\d.]+) frames/s", stdout)

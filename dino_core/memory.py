@@ -18,6 +18,11 @@ from .metadata import ModelMetadata
 # Attention). The token-sized tensors (qkv 3D, MLP 4D, residuals) add about 12 (B, N, D).
 SCORES_FACTOR = 2.5
 TOKENS_FACTOR = 12
+# A backbone without attention (DINOv3's ConvNeXts, output stride 32, last width D): its
+# largest activations are the first stage's, at stride 4 with D/8 channels and a 4x wider
+# pointwise MLP: (H/4)(W/4) * D/2 floats = H * W * D / 32 per frame. Estimated from those layer
+# shapes (3 such tensors live at once), not measured like the ViT factors above.
+CONV_FACTOR = 3
 FLOAT_BYTES = 4
 GIB = 1 << 30
 
@@ -25,10 +30,12 @@ GIB = 1 << 30
 def inference_bytes(meta: ModelMetadata, batch: int) -> int:
     """Estimated peak activation memory of one call on ``batch`` frames, in bytes (float32)."""
     h, w = meta.img_size
+    image = batch * 3 * h * w * FLOAT_BYTES
+    if not meta.has_attention:
+        return int(CONV_FACTOR * batch * h * w * meta.embed_dim / 32 * FLOAT_BYTES + 2 * image)
     n = meta.num_patches + 1 + meta.num_registers
     scores = batch * meta.num_heads * n * n * FLOAT_BYTES
     tokens = batch * n * meta.embed_dim * FLOAT_BYTES
-    image = batch * 3 * h * w * FLOAT_BYTES
     return int(SCORES_FACTOR * scores + TOKENS_FACTOR * tokens + 2 * image)
 
 
@@ -65,9 +72,10 @@ def check_inference_memory(meta: ModelMetadata, batch: int, where: str,
         advice = "export it with a smaller --batch or --img-size"
     else:
         advice = f"run with --batch {fits} or less"
+    what = (f"attention scores ({batch}, {meta.num_heads}, {n}, {n}) float32"
+            if meta.has_attention else "the first stage's activations")
     raise ModelError(f"{where}: one batch of {batch} frame{'s' if batch > 1 else ''} at "
-                     f"{h}x{w} needs about {format_bytes(need)} (attention scores ({batch}, "
-                     f"{meta.num_heads}, {n}, {n}) float32), and this machine has "
+                     f"{h}x{w} needs about {format_bytes(need)} ({what}), and this machine has "
                      f"{format_bytes(available)} available; {advice}")
 
 

@@ -14,7 +14,11 @@ Graph tensors:
            ``attn``        (B, heads, H/p, W/p) last block's [CLS] attention over patches
            ``patch``       (B, H/p * W/p, D) normalised patch tokens
            ``attn_registers`` (B, heads, R) the same [CLS] row over the R register tokens
-                           (DINOv2 with registers; ``attn`` never includes them)
+                           (DINOv2 with registers, DINOv3's storage tokens; ``attn`` never
+                           includes them)
+Backbones without attention (``has_attention`` false: DINOv3's ConvNeXts) have ``cls`` (the
+pooled last stage) and ``patch`` (its tokens, row-major) only; their ``patch_size`` is the
+output stride (32), ``num_heads`` and ``num_registers`` are 0.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from .errors import ModelError, OptionError
 PREFIX = "dino."
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 INT8_WEIGHT_BITS = (0, 7, 8)  # 0: not recorded (files written before weight_bits existed: 8)
-FAMILIES = ("dino", "dinov2")
+FAMILIES = ("dino", "dinov2", "dinov3")
 MAX_BATCH = 4096
 MAX_SIDE = 8192          # pixels; larger inputs are refused before anything is allocated
 MAX_JSON_BYTES = 1 << 20  # a sidecar or metadata value larger than this is not ours
@@ -143,8 +147,9 @@ class ModelMetadata:
     std: tuple[float, float, float] = IMAGENET_STD
     precision: str = "fp32"
     batch: BatchSpec = BatchSpec()
-    family: str = "dino"           # dino | dinov2
-    num_registers: int = 0         # DINOv2 register tokens (not in any output shape)
+    family: str = "dino"           # dino | dinov2 | dinov3
+    num_registers: int = 0         # DINOv2 registers, DINOv3 storage tokens (not in any output)
+    has_attention: bool = True     # False: a ConvNeXt (no attn outputs, num_heads 0)
     checkpoint_sha256: str = ""
     toolkit_version: str = ""
     tensorrt_version: str = ""     # engines only: the TensorRT that built it (must match at load)
@@ -179,9 +184,14 @@ class ModelMetadata:
     def validate(self) -> "ModelMetadata":
         """Raise :class:`ModelError` (one line) for a value out of type or range; returns self."""
         _check_str(self.arch, "arch", 64)
+        if not isinstance(self.has_attention, bool):
+            raise ModelError(f"metadata: has_attention {shown(self.has_attention)}: expected true "
+                             "or false")
         for name, (low, high) in INT_RANGES.items():
+            if not self.has_attention and name in ("num_heads", "num_registers"):
+                low = high = 0          # nothing attends: no heads, no register tokens
             _check_int(getattr(self, name), name, low, high)
-        if self.embed_dim % self.num_heads:
+        if self.has_attention and self.embed_dim % self.num_heads:
             raise ModelError(f"metadata: embed_dim {self.embed_dim} is not a multiple of "
                              f"num_heads {self.num_heads}")
         h, w = self.img_size
@@ -215,25 +225,30 @@ class ModelMetadata:
             raise ModelError(f"metadata: weight_bits {shown(bits)}: expected {what}")
 
     def expected_shapes(self) -> dict[str, list]:
-        """The shape each output must have, from the other fields."""
+        """The shape each output may have, from the other fields (no attention outputs for a
+        backbone without attention)."""
         gh, gw = self.grid
-        return {"cls": ["B", self.embed_dim], "attn": ["B", self.num_heads, gh, gw],
-                "patch": ["B", gh * gw, self.embed_dim],
-                "attn_registers": ["B", self.num_heads, self.num_registers]}
+        shapes = {"cls": ["B", self.embed_dim], "attn": ["B", self.num_heads, gh, gw],
+                  "patch": ["B", gh * gw, self.embed_dim],
+                  "attn_registers": ["B", self.num_heads, self.num_registers]}
+        if not self.has_attention:
+            del shapes["attn"], shapes["attn_registers"]
+        return shapes
 
     def _check_outputs(self) -> None:
         if not isinstance(self.outputs, dict):
             raise ModelError(f"metadata: outputs must be a map of name to shape, got "
                              f"{type(self.outputs).__name__}")
         known = self.expected_shapes()
-        for name in ("cls", "attn"):
+        for name in ("cls", "attn") if self.has_attention else ("cls",):
             if name not in self.outputs:
                 raise ModelError(f"metadata: outputs lack {name!r} (have {shown(list(self.outputs))})")
         if "attn_registers" in self.outputs and not self.num_registers:
             raise ModelError("metadata: output attn_registers, but num_registers is 0")
         for name, shape in self.outputs.items():
             if name not in known:
-                raise ModelError(f"metadata: unknown output {shown(name)}; expected "
+                which = "" if self.has_attention else " (a backbone without attention)"
+                raise ModelError(f"metadata: unknown output {shown(name)}{which}; expected "
                                  f"{', '.join(known)}")
             if not isinstance(shape, (list, tuple)) or list(shape) != known[name]:
                 raise ModelError(f"metadata: output {name} has shape {shown(shape)}, the other fields "

@@ -54,9 +54,10 @@ def given_options(ctx: click.Context) -> frozenset[str]:
 @click.option("--batch", type=int, default=None, help="Fixed batch size  [default: 1].")
 @click.option("--dynamic-batch", nargs=3, type=int, default=None, metavar="MIN OPT MAX",
               help="Symbolic batch instead of --batch; OPT is TensorRT's tuning point.")
-@click.option("--outputs", multiple=True, default=("cls", "attn"), show_default=True,
-              help="Any of cls, attn, patch, attn_registers (DINOv2 with registers); comma-separated "
-                   "or repeated.")
+@click.option("--outputs", multiple=True,
+              help="Any of cls, attn, patch, attn_registers (registers: DINOv2 _reg, DINOv3); "
+                   "comma-separated or repeated  [default: cls,attn; cls,patch for a ConvNeXt, "
+                   "which has no attention].")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True,
               help="ONNX opset (17..23); 23 turns the fused attention into ONNX Attention ops.")
 @click.option("--precision", type=click.Choice(precisions("onnx")), default="fp32",
@@ -81,9 +82,10 @@ def given_options(ctx: click.Context) -> frozenset[str]:
 def cli(ctx, checkpoint, output, img_size, batch, dynamic_batch, outputs, opset, precision,
         calib_data, calib_count, preprocess, trt, workspace, no_verify, verify_data,
         checkpoint_key) -> None:
-    """Export a DINO or DINOv2 ViT CHECKPOINT (a file, a transformers folder, or a hub name such
-    as dino_vits8 or dinov2_vits14_reg) to verified ONNX with its [CLS] embedding and last-block
-    attention, and optionally a TensorRT engine."""
+    """Export a DINO, DINOv2 or DINOv3 CHECKPOINT (a file, a transformers folder, or a hub name
+    such as dino_vits8, dinov2_vits14_reg or dinov3_vits16) to verified ONNX with its [CLS]
+    embedding and last-block attention (a ConvNeXt: its patch tokens), and optionally a
+    TensorRT engine."""
     require_extra("export", PROG)
     from .pipeline import ExportRequest, run_export
     if batch is not None and dynamic_batch is not None:
@@ -95,7 +97,8 @@ def cli(ctx, checkpoint, output, img_size, batch, dynamic_batch, outputs, opset,
         raise OptionError(f"--workspace must be positive, got {workspace}")
     config = ExportConfig(
         img_size=tuple(img_size), batch=1 if batch is None else batch,
-        dynamic_batch=dynamic_batch, outputs=parse_outputs(outputs), opset=opset,
+        dynamic_batch=dynamic_batch, outputs=parse_outputs(outputs) if outputs else None,
+        opset=opset,
         precision=precision, preprocess=preprocess, calib_data=calib_data,
         calib_count=calib_count, checkpoint_key=checkpoint_key)
     out = output or default_output(checkpoint, precision)

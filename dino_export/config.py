@@ -22,14 +22,15 @@ class ExportConfig:
     ``img_size`` is (H, W) in pixels, both multiples of the patch size. ``batch`` fixes the
     batch dimension; ``dynamic_batch`` = (min, opt, max) makes it symbolic instead (``opt`` is
     used for TensorRT's optimisation profile). ``outputs`` is any of cls/attn/patch/attn_registers,
-    in that order in the graph. ``preprocess`` bakes uint8 BGR (B, H, W, 3) -> normalised float
+    in that order in the graph; None (the default) is the model's default, see
+    :func:`resolve_outputs`. ``preprocess`` bakes uint8 BGR (B, H, W, 3) -> normalised float
     (B, 3, H, W) into the graph.
     """
 
     img_size: tuple[int, int] = (224, 224)
     batch: int = 1
     dynamic_batch: tuple[int, int, int] | None = None
-    outputs: tuple[str, ...] = ("cls", "attn")
+    outputs: tuple[str, ...] | None = None
     opset: int = DEFAULT_OPSET
     precision: str = "fp32"
     preprocess: bool = False
@@ -41,17 +42,19 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", tuple(int(s) for s in self.img_size))
-        # Graph order is always cls, attn, patch, whatever order the user named them in.
-        known = tuple(o for o in OUTPUT_CHOICES if o in self.outputs)
-        object.__setattr__(self, "outputs", known + tuple(o for o in self.outputs if o not in known))
+        if self.outputs is not None:
+            # Graph order is always cls, attn, patch, whatever order the user named them in.
+            known = tuple(o for o in OUTPUT_CHOICES if o in self.outputs)
+            object.__setattr__(self, "outputs",
+                               known + tuple(o for o in self.outputs if o not in known))
         self.validate()
 
     def validate(self) -> None:
         """Raise :class:`OptionError` (one line) for a value no export could honour."""
         if len(self.img_size) != 2 or min(self.img_size) <= 0:
             raise OptionError(f"--img-size needs two positive sides H W, got {self.img_size}")
-        unknown = [o for o in self.outputs if o not in OUTPUT_CHOICES]
-        if unknown or not self.outputs:
+        unknown = [o for o in self.outputs or () if o not in OUTPUT_CHOICES]
+        if unknown or self.outputs == ():
             raise OptionError(f"unknown output {unknown[0] if unknown else '(none)'!r}; "
                               f"choose from {', '.join(OUTPUT_CHOICES)}")
         target = target_for("onnx", self.precision)
@@ -84,6 +87,31 @@ class ExportConfig:
 
     def with_(self, **changes) -> "ExportConfig":
         return replace(self, **changes)
+
+
+# What an export writes when no --outputs is given: the [CLS] embedding and the attention a ViT
+# is exported for; a backbone without attention (a ConvNeXt) gives its patch tokens instead.
+DEFAULT_OUTPUTS = ("cls", "attn")
+NO_ATTENTION_OUTPUTS = ("cls", "patch")
+ATTENTION_OUTPUTS = ("attn", "attn_registers")
+
+
+def resolve_outputs(config: ExportConfig, model, arch: str = "") -> ExportConfig:
+    """``config`` with its outputs for ``model`` (a :class:`dino_models.backbone.Backbone`):
+    the default ones when none were given; :class:`OptionError` (one line) for an attention
+    output of a backbone without attention, or for register attention without registers."""
+    name = arch or type(model).__name__
+    if config.outputs is None:
+        return config.with_(outputs=DEFAULT_OUTPUTS if model.has_attention
+                            else NO_ATTENTION_OUTPUTS)
+    asked = [o for o in config.outputs if o in ATTENTION_OUTPUTS]
+    if asked and not model.has_attention:
+        raise OptionError(f"--outputs {asked[0]}: {name} has no attention (a ConvNeXt); its "
+                          f"outputs are {', '.join(NO_ATTENTION_OUTPUTS)}")
+    if "attn_registers" in config.outputs and not model.num_registers:
+        raise OptionError(f"--outputs attn_registers needs a model with register tokens "
+                          f"(DINOv2 ..._reg, DINOv3); {name} has none")
+    return config
 
 
 def check_img_size(img_size: tuple[int, int], patch_size: int) -> None:

@@ -13,8 +13,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dino_core.batching import chunks, stack_padded
 from dino_core.constants import IMAGE_SUFFIXES
 from dino_core.errors import OptionError
+from dino_core.metadata import InputFormat
+from dino_runtime.preprocess import InputSpec, Preprocessor
 
 ImageSet = tuple[str, np.ndarray]   # (label for the report, uint8 BGR (N, H, W, 3))
 
@@ -98,3 +101,14 @@ def photos_from_tar(tar_path: str | Path, out: str | Path, count: int) -> Path:
         for i, m in enumerate(picked):
             (out / f"{i:03d}_{Path(m.name).name}").write_bytes(tar.extractfile(m).read())
     return out
+
+
+def check_feeds(size: tuple[int, int], preprocess: bool, batch: int) -> list[np.ndarray]:
+    """The synthetic and noise images of :func:`verification_sets` as graph inputs (uint8 BGR
+    (B, H, W, 3) with ``preprocess``, else normalised float (B, 3, H, W)) in batches of
+    ``batch`` (a fixed-batch graph takes exactly its batch)."""
+    frames = np.concatenate([images for _, images in verification_sets(size)])
+    if not preprocess:
+        to_float = Preprocessor(InputSpec(size, InputFormat.FLOAT_NCHW))
+        frames = np.stack([to_float(frame) for frame in frames])
+    return [stack_padded(list(frames[part]), batch) for part in chunks(len(frames), batch)]

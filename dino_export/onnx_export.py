@@ -3,10 +3,12 @@
     export_onnx(checkpoint_or_model, out_path, config=None) -> Path
 
 ``checkpoint_or_model`` is anything :func:`dino_models.checkpoint.load_backbone` accepts (a path
-or hub name) or an in-memory :class:`~dino_models.VisionTransformer`. The file holds one
-graph with input ``images`` float32 (B, 3, H, W) (or ``images_bgr`` uint8 (B, H, W, 3) with
-``config.preprocess``) and outputs ``cls`` (B, D), ``attn`` (B, heads, H/p, W/p) and/or
-``patch`` (B, H/p * W/p, D) and (DINOv2 with registers) ``attn_registers`` (B, heads, R), in ``config.precision`` (fp16 and int8 keep float32 inputs and
+or hub name) or an in-memory backbone (:class:`dino_models.backbone.Backbone`: a ViT of any
+family or a DINOv3 ConvNeXt). The file holds one graph with input ``images`` float32
+(B, 3, H, W) (or ``images_bgr`` uint8 (B, H, W, 3) with ``config.preprocess``) and outputs
+``cls`` (B, D), ``attn`` (B, heads, H/p, W/p) and/or ``patch`` (B, H/p * W/p, D) and
+(registers, storage tokens) ``attn_registers`` (B, heads, R); a backbone without attention has
+``cls`` and ``patch`` only. In ``config.precision`` (fp16 and int8 keep float32 inputs and
 outputs), with a :class:`dino_core.metadata.ModelMetadata` in ``metadata_props``. The file
 is written to a temporary name and renamed, so ``out_path`` is never half-written.
 
@@ -28,15 +30,16 @@ import numpy as np
 import onnx
 import torch
 
+from dino_core.errors import UserError
 from dino_core.fileio import atomic_write_bytes
 from dino_core.metadata import InputFormat, ModelMetadata
 from dino_core.signals import GracefulStop, Interrupted
-from dino_models import VisionTransformer
-from dino_models.archs import family_for_width
+from dino_models import backbone as bb
 from dino_models.checkpoint import load_backbone
 
-from .config import ExportConfig, check_img_size
+from .config import ExportConfig, check_img_size, resolve_outputs
 from .graph import ExportGraph
+from .graph_checks import static_graph_problems
 from .quantize import weight_bits
 from .rewrite import squeeze_to_reshape, strip_node_metadata
 from .targets import Target, target_for
@@ -61,38 +64,37 @@ def toolkit_version() -> str:
 
 
 def load_model(checkpoint_or_model, checkpoint_key: str = "teacher"
-               ) -> tuple[VisionTransformer, WeightsSource]:
+               ) -> tuple[bb.Backbone, WeightsSource]:
     """A path/hub name (through ``load_backbone``) or a model -> (model in eval mode, source)."""
-    if isinstance(checkpoint_or_model, VisionTransformer):
+    if isinstance(checkpoint_or_model, torch.nn.Module):
         model = checkpoint_or_model.eval()
-        family = family_for_width(model.embed_dim, model.family)
-        arch = family.name if family else f"vit_d{model.embed_dim}"
-        return model, WeightsSource("<in-memory model>", arch, "")
+        return model, WeightsSource("<in-memory model>", bb.arch_name(model), "")
     model, info = load_backbone(checkpoint_or_model, checkpoint_key=checkpoint_key)
     return model, WeightsSource(str(checkpoint_or_model), info.arch, info.sha256)
 
 
-def output_shapes(model: VisionTransformer, config: ExportConfig) -> dict[str, list]:
+def output_shapes(model: bb.Backbone, config: ExportConfig) -> dict[str, list]:
     """Output name -> shape with ``"B"`` for the batch (its size is in ``ModelMetadata.batch``)."""
-    b = "B"
+    b, heads = "B", bb.num_heads(model)
     gh, gw = config.img_size[0] // model.patch_size, config.img_size[1] // model.patch_size
-    shapes = {"cls": [b, model.embed_dim], "attn": [b, model.num_heads, gh, gw],
+    shapes = {"cls": [b, model.embed_dim], "attn": [b, heads, gh, gw],
               "patch": [b, gh * gw, model.embed_dim],
-              "attn_registers": [b, model.num_heads, model.num_register_tokens]}
-    return {name: shapes[name] for name in config.outputs}
+              "attn_registers": [b, heads, model.num_registers]}
+    return {name: shapes[name] for name in resolve_outputs(config, model).outputs}
 
 
-def build_metadata(model: VisionTransformer, source: WeightsSource, config: ExportConfig,
+def build_metadata(model: bb.Backbone, source: WeightsSource, config: ExportConfig,
                    weight_bits: int = 0) -> ModelMetadata:
     """``weight_bits``: an int8 graph's, as :func:`~dino_export.quantize.weight_bits` reads it."""
     fmt = InputFormat.UINT8_NHWC if config.preprocess else InputFormat.FLOAT_NCHW
     return ModelMetadata(
         arch=source.arch, patch_size=model.patch_size, embed_dim=model.embed_dim,
-        num_heads=model.num_heads, depth=len(model.blocks), img_size=tuple(config.img_size),
+        num_heads=bb.num_heads(model), depth=bb.depth(model), img_size=tuple(config.img_size),
         input_name=fmt.input_name, input_format=fmt, outputs=output_shapes(model, config),
         precision=config.precision, batch=config.batch_spec, family=model.family,
-        num_registers=model.num_register_tokens, checkpoint_sha256=source.sha256,
-        toolkit_version=toolkit_version(), weight_bits=weight_bits).validate()
+        num_registers=model.num_registers, has_attention=model.has_attention,
+        checkpoint_sha256=source.sha256, toolkit_version=toolkit_version(),
+        weight_bits=weight_bits).validate()
 
 
 def trace(graph: ExportGraph, config: ExportConfig) -> onnx.ModelProto:
@@ -129,7 +131,7 @@ def attach_metadata(proto: onnx.ModelProto, meta: ModelMetadata) -> None:
         proto.metadata_props.add(key=key, value=value)
     proto.producer_name = "dino-edge"
     proto.producer_version = meta.toolkit_version
-    family = "DINOv2" if meta.family == "dinov2" else "DINO"
+    family = {"dinov2": "DINOv2", "dinov3": "DINOv3"}.get(meta.family, "DINO")
     registers = f" with {meta.num_registers} registers" if meta.num_registers else ""
     proto.doc_string = (f"{family} {meta.arch}/{meta.patch_size}{registers} at {meta.img_size[0]}x"
                         f"{meta.img_size[1]}, outputs {', '.join(meta.outputs)}")
@@ -179,8 +181,25 @@ def write_atomic(proto: onnx.ModelProto, out_path: Path) -> Path:
     return atomic_write_bytes(proto.SerializeToString(), out_path)
 
 
-def export_fp32(model: VisionTransformer, config: ExportConfig) -> tuple[onnx.ModelProto, ExportGraph]:
+# One ONNX file is one protobuf message, which cannot exceed 2 GiB; larger models would need
+# their weights in external data files, which this exporter does not write.
+MAX_GRAPH_BYTES = 2 << 30
+
+
+def check_single_file(model: bb.Backbone) -> None:
+    """:class:`UserError` (one line) for a model whose float32 weights alone exceed one ONNX
+    file (DINOv3 ViT-H+/16: 3.4 GB; ViT-7B/16: 27 GB), before any work."""
+    weights = sum(t.numel() * 4 for t in model.state_dict().values() if t.is_floating_point())
+    if weights > MAX_GRAPH_BYTES * 0.95:
+        raise UserError(f"{weights / 1e9:.1f} GB of float32 weights do not fit in one ONNX file "
+                        f"(protobuf's 2 GiB limit), and external weight files are not written "
+                        f"yet: DINOv3 ViTs up to L/16 and L+/16 (1.2 GB) and the ConvNeXts export")
+
+
+def export_fp32(model: bb.Backbone, config: ExportConfig) -> tuple[onnx.ModelProto, ExportGraph]:
     """The float32 graph, simplified when that helps, checked by ``onnx.checker``."""
+    check_single_file(model)
+    config = resolve_outputs(config, model)
     graph = ExportGraph(model, config)
     proto = trace(graph, config)
     example = graph.example_input(config.example_batch, config.img_size, config.seed + 1).numpy()
@@ -189,7 +208,18 @@ def export_fp32(model: VisionTransformer, config: ExportConfig) -> tuple[onnx.Mo
     proto = strip_node_metadata(proto)
     proto = checked_rewrite(proto, squeeze_to_reshape(proto), example)
     onnx.checker.check_model(proto, full_check=True)
+    check_static(proto)
     return proto, graph
+
+
+def check_static(proto: onnx.ModelProto) -> None:
+    """``RuntimeError`` when the graph is not one TensorRT parses as is (control flow, computed
+    positions or shapes: :mod:`.graph_checks`). Never the case for a graph this exporter
+    writes; a failure here is a bug in the toolkit, not in the checkpoint."""
+    problems = static_graph_problems(proto)
+    if problems:
+        raise RuntimeError(f"the exported graph is not static ({'; '.join(problems[:3])}); "
+                           "TensorRT could not parse it: please report this")
 
 
 def export_onnx(checkpoint_or_model, out_path: str | os.PathLike,
@@ -202,11 +232,12 @@ def export_onnx(checkpoint_or_model, out_path: str | os.PathLike,
     config = config or ExportConfig()
     model, source = load_model(checkpoint_or_model, config.checkpoint_key)
     check_img_size(config.img_size, model.patch_size)
+    config = resolve_outputs(config, model, source.arch)
     proto, _ = export_fp32(model, config)
     return write_atomic(finish(proto, model, source, config), Path(out_path))
 
 
-def finish(proto: onnx.ModelProto, model: VisionTransformer, source: WeightsSource,
+def finish(proto: onnx.ModelProto, model: bb.Backbone, source: WeightsSource,
            config: ExportConfig, target: Target | None = None) -> onnx.ModelProto:
     """Precision conversion, full checker pass, metadata: the file's final form. ``target`` is
     the graph row (default: the ``--precision`` row of ``config.precision``); ``proto`` is left
@@ -215,6 +246,7 @@ def finish(proto: onnx.ModelProto, model: VisionTransformer, source: WeightsSour
     proto = convert_precision(proto, config, target)
     if config.precision != "fp32":
         onnx.checker.check_model(proto, full_check=True)
+        check_static(proto)
     bits = weight_bits(proto) if config.precision == "int8" else 0  # what the file holds
     attach_metadata(proto, build_metadata(model, source, config, bits))
     return proto

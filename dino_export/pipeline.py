@@ -16,15 +16,16 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
 from dino_core.errors import OutputError, UserError
 from dino_core.fileio import partial_path, probe_writable
+from dino_models import backbone as bb
 from dino_runtime.backends import BackendCannotRun, auto_rows
 
-from .config import ExportConfig, check_img_size
+from .config import ExportConfig, check_img_size, resolve_outputs
 from .images import ImageSet, verification_sets
 from .onnx_export import export_fp32, finish, load_model, read_metadata, write_atomic
 from .targets import Target, by_name, check_options, engine_path, select, source_path
@@ -66,12 +67,11 @@ def run_export(req: ExportRequest, log: Log = print) -> ExportResult:
     rows = select(req.config.precision, req.trt)  # unknown values fail before any work
     check_options(rows, req.given)
     check_output_folder(req.out)
+    model, source = load_model(req.checkpoint, req.config.checkpoint_key)
+    check_img_size(req.config.img_size, model.patch_size)
+    req = replace(req, config=resolve_outputs(req.config, model, source.arch))
     cfg = req.config
-    model, source = load_model(req.checkpoint, cfg.checkpoint_key)
-    check_img_size(cfg.img_size, model.patch_size)
-    registers = f", {model.num_register_tokens} registers" if model.num_register_tokens else ""
-    log(f"loaded {source.name}: {model.family} {source.arch}/{model.patch_size}, depth "
-        f"{len(model.blocks)}, {model.embed_dim} wide, {model.num_heads} heads{registers}")
+    log(f"loaded {source.name}: {describe(model, source.arch)}")
     inputs = verification_sets(cfg.img_size, req.verify_data) if req.verify else []
     start = time.perf_counter()
     graphs = _Graphs(req, model, source, export_fp32(model, cfg)[0], inputs, log)
@@ -124,6 +124,17 @@ class _Graphs:
         except BaseException:
             tmp.unlink(missing_ok=True)  # a failed verification has already moved it aside
             raise
+
+
+def describe(model, arch: str) -> str:
+    """``dinov3 vit_small/16, depth 12, 384 wide, 6 heads, 4 registers`` (a ConvNeXt: its
+    stride and no heads)."""
+    if not model.has_attention:
+        return (f"{model.family} {arch}, stride {model.patch_size}, depth {bb.depth(model)}, "
+                f"{model.embed_dim} wide, no attention")
+    registers = f", {model.num_registers} registers" if model.num_registers else ""
+    return (f"{model.family} {arch}/{model.patch_size}, depth {bb.depth(model)}, "
+            f"{model.embed_dim} wide, {model.num_heads} heads{registers}")
 
 
 def check_output_folder(out: Path) -> None:

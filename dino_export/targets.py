@@ -30,8 +30,12 @@ COMMON = ("--output", "--img-size", "--batch", "--dynamic-batch", "--outputs", "
 
 
 def _fp16(proto: Any, config: Any) -> Any:
+    """float16, with the nodes whose activations overflow it on the check images kept float32
+    (the synthetic scenes and noise the file is verified on, in the graph's input format)."""
     from .fp16 import to_fp16
-    return to_fp16(proto)
+    from .images import check_feeds
+    batch = config.example_batch if config.dynamic_batch is None else 1
+    return to_fp16(proto, check_feeds(config.img_size, config.preprocess, batch))
 
 
 def _int8(proto: Any, config: Any) -> Any:

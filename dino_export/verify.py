@@ -11,7 +11,8 @@ Bounds (per precision the file runs in): fp32 max abs error <= 1e-4 on every out
 cosine >= 0.999; bf16 cosine >= 0.999 and mean mask IoU >= 0.95; int8 cosine >= 0.99 and mean
 mask IoU >= 0.9. Cosines are the minimum over images of the CLS (and patch-token) embeddings.
 Masks keep the smallest set of patches that holds 60 % of a head's attention mass, as the
-official ``visualize_attention.py --threshold 0.6`` does.
+official ``visualize_attention.py --threshold 0.6`` does; a backbone without attention (a
+ConvNeXt) has no masks, and its bounds are those on cls and patch.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import torch
 
 from dino_core.masks import DEFAULT_MASS, cosine, mask_iou, mass_threshold_masks
 from dino_core.metadata import InputFormat
-from dino_models import VisionTransformer
+from dino_models.backbone import Backbone
 from dino_runtime import Runtime
 from dino_runtime.preprocess import InputSpec, Preprocessor
 
@@ -56,7 +57,7 @@ class Comparison:
     inputs: str
     count: int
     cls_max_abs: float
-    attn_max_abs: float
+    attn_max_abs: float | None     # None: the file has no attention output
     cls_cosine: float          # minimum over images
     mask_iou: float            # mean over images and heads
     mask_iou_min: float
@@ -86,7 +87,8 @@ class VerifyReport:
                 worst = min(v for v in (r.cls_cosine, r.patch_cosine) if v is not None)
                 if not worst >= tol.min_cosine:
                     out.append(f"{r.inputs}: cosine {worst:.5f} < {tol.min_cosine}")
-            if tol.min_mask_iou is not None and not r.mask_iou >= tol.min_mask_iou:
+            has_masks = not math.isnan(r.mask_iou)   # NaN: no attention to mask
+            if tol.min_mask_iou is not None and has_masks and not r.mask_iou >= tol.min_mask_iou:
                 out.append(f"{r.inputs}: attention-mask IoU {r.mask_iou:.3f} < {tol.min_mask_iou}")
         return out
 
@@ -101,9 +103,12 @@ class VerifyReport:
         lines = [head, "-" * len(head)]
         for r in self.rows:
             patch = f"{r.patch_max_abs:.2e}" if r.patch_max_abs is not None else "-"
+            attn = f"{r.attn_max_abs:.2e}" if r.attn_max_abs is not None else "-"
+            iou, iou_min = (("-", "-") if math.isnan(r.mask_iou)
+                            else (f"{r.mask_iou:.3f}", f"{r.mask_iou_min:.3f}"))
             cos = min(v for v in (r.cls_cosine, r.patch_cosine) if v is not None)
-            lines.append(f"{r.inputs:<16}{r.count:>4}{r.cls_max_abs:>14.2e}{r.attn_max_abs:>15.2e}"
-                         f"{patch:>16}{cos:>10.6f}{r.mask_iou:>10.3f}{r.mask_iou_min:>9.3f}")
+            lines.append(f"{r.inputs:<16}{r.count:>4}{r.cls_max_abs:>14.2e}{attn:>15}"
+                         f"{patch:>16}{cos:>10.6f}{iou:>10}{iou_min:>9}")
         t = self.tolerance
         bounds = [f"max|err| <= {t.max_abs:.0e}" if t.max_abs is not None else "",
                   f"cos >= {t.min_cosine}" if t.min_cosine is not None else "",
@@ -113,16 +118,18 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def torch_reference(model: VisionTransformer, x: np.ndarray) -> dict[str, np.ndarray]:
+def torch_reference(model: Backbone, x: np.ndarray) -> dict[str, np.ndarray]:
     """PyTorch float32 outputs for normalised float input (B, 3, H, W): cls (B, D), attn
-    (B, heads, h, w), patch (B, N, D), attn_registers (B, heads, R); the model's own
-    interpolation, not the export's constant."""
+    (B, heads, h, w), patch (B, N, D), attn_registers (B, heads, R) (no attention outputs for
+    a backbone without attention); the model's own positions, not the export's constant."""
     with torch.no_grad():
         out = model.forward_single_pass(torch.from_numpy(x))
     gh, gw = x.shape[-2] // model.patch_size, x.shape[-1] // model.patch_size
-    return {"cls": out.cls.numpy(), "patch": out.patch.numpy(),
-            "attn": out.attn.unflatten(-1, (gh, gw)).numpy(),
-            "attn_registers": out.attn_registers.numpy()}
+    ref = {"cls": out.cls.numpy(), "patch": out.patch.numpy()}
+    if out.attn is not None:
+        ref.update(attn=out.attn.unflatten(-1, (gh, gw)).numpy(),
+                   attn_registers=out.attn_registers.numpy())
+    return ref
 
 
 def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) -> Comparison:
@@ -137,7 +144,7 @@ def compare(label: str, ref: dict[str, np.ndarray], got: dict[str, np.ndarray]) 
         ious = np.full(1, math.nan)
     return Comparison(
         inputs=label, count=len(ref["cls"]),
-        cls_max_abs=max_abs("cls") or 0.0, attn_max_abs=max_abs("attn") or 0.0,
+        cls_max_abs=max_abs("cls") or 0.0, attn_max_abs=max_abs("attn"),
         cls_cosine=float(cosine(ref["cls"], got["cls"]).min()) if "cls" in got else 1.0,
         mask_iou=float(ious.mean()), mask_iou_min=float(ious.min()),
         patch_max_abs=max_abs("patch"),
@@ -156,7 +163,7 @@ def open_runtime(path: str | Path, backend: str = "auto", device: str = "cpu",
                    compile_cache=False, qdq_fusion=qdq_fusion)
 
 
-def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSet] | None = None,
+def verify_file(path: str | Path, model: Backbone, inputs: list[ImageSet] | None = None,
                 backend: str = "auto", device: str = "cpu", precision: str = "auto",
                 providers: Sequence | None = None, qdq_fusion: bool = True) -> VerifyReport:
     """Run the file through the runtime and the model on the same frames; the report says
@@ -175,8 +182,8 @@ def verify_file(path: str | Path, model: VisionTransformer, inputs: list[ImageSe
     to_float = Preprocessor(InputSpec(meta.img_size, InputFormat.FLOAT_NCHW, meta.mean, meta.std))
     for label, bgr in inputs:
         got = runtime(bgr)
-        named = {"cls": got.cls, "attn": got.attn}
-        for name in ("patch", "attn_registers"):
+        named = {"cls": got.cls}
+        for name in ("attn", "patch", "attn_registers"):
             if getattr(got, name) is not None:
                 named[name] = getattr(got, name)
         x = np.stack([to_float(frame) for frame in bgr])

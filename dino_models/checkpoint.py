@@ -1,17 +1,25 @@
-"""One entry point for every checkpoint a DINO or DINOv2 user has: :func:`load_backbone`.
+"""One entry point for every checkpoint a DINO, DINOv2 or DINOv3 user has: :func:`load_backbone`.
 
 Accepted, with the architecture (family, size, patch, registers) inferred from the weights:
   * official pretrained backbones (plain state dict, e.g. ``dino_deitsmall8_pretrain.pth``,
-    ``dinov2_vits14_pretrain.pth``, ``dinov2_vitg14_reg4_pretrain.pth``);
+    ``dinov2_vits14_pretrain.pth``, ``dinov2_vitg14_reg4_pretrain.pth``,
+    ``dinov3_vits16_pretrain_lvd1689m-08c60483.pth``, ``dinov3_vitl16_pretrain_sat493m-*.pth``);
   * official DINO training checkpoints (``student``/``teacher``/``optimizer``/``epoch``/
     ``args``/``dino_loss``; keys prefixed ``module.`` and ``backbone.``); the teacher by default;
+    DINOv3's ``teacher_checkpoint.pth`` (``{"teacher": backbone.*, dino_head.*, ibot_head.*}``);
   * this toolkit's training checkpoints (the official format plus a ``dino_edge`` record);
   * ``.safetensors`` files holding a backbone state dict;
-  * Hugging Face ``transformers`` DINOv2 models: a ``save_pretrained`` folder, or its
-    ``model.safetensors`` with ``config.json`` beside it; timm's DINOv2 weights
-    (:mod:`dino_models.convert` maps both to the official keys);
+  * Hugging Face ``transformers`` DINOv2 and DINOv3 ViT models: a ``save_pretrained`` folder, or
+    its ``model.safetensors`` with ``config.json`` beside it; timm's DINOv2 and DINOv3 weights
+    (:mod:`dino_models.convert` and :mod:`dino_models.convert_dinov3_vit` map them to the
+    official keys);
   * the official hub names (:data:`HUB`): ``dino_vits16`` ... and ``dinov2_vits14``,
-    ``dinov2_vits14_reg`` ...; downloads are checked against the SHA-256 pinned there.
+    ``dinov2_vits14_reg`` ...; downloads are checked against the SHA-256 pinned there. The
+    DINOv3 names (``dinov3_vits16`` ..., ``dinov3_convnext_tiny`` ...) resolve to the torch hub
+    cache only: Meta gives those files out behind the DINOv3 License form, so there is nothing
+    to download from here, and a missing one is a one-line error saying where to put it;
+  * DINOv3 ConvNeXts in the official, transformers and timm layouts
+    (:mod:`dino_models.dinov3_convnext_checkpoint`).
 Loading is strict: a missing or unexpected backbone key is an error naming it.
 """
 from __future__ import annotations
@@ -30,7 +38,9 @@ from dino_core import memory
 from dino_core.errors import CheckpointError
 from dino_core.metadata import INT_RANGES, shown
 
-from .archs import DINOV2_FAMILIES, FAMILIES, Arch, family_for_width
+from . import convert_dinov3_vit as v3convert
+from . import dinov3_convnext_checkpoint as convnext_checkpoint
+from .archs import DINOV2_FAMILIES, DINOV3_FAMILIES, DINOV3_NAMES, FAMILIES, Arch, family_for_width
 from .convert import (
     HFConfig,
     from_hf,
@@ -38,13 +48,20 @@ from .convert import (
     hf_config_path,
     is_hf_layout,
     is_timm_dinov2_layout,
+    read_config_json,
 )
 from .dinov2 import DinoVisionTransformer
+from .dinov3 import NORM_EPS, Dinov3VisionTransformer
+from .dinov3_convnext import ConvNeXt
 from .safe_load import load_pickle_checkpoint
 from .vision_transformer import VisionTransformer
 
 _BASE_URL = "https://dl.fbaipublicfiles.com/dino"
 _DINOV2_BASE_URL = "https://dl.fbaipublicfiles.com/dinov2"
+_DINOV3_BASE_URL = "https://dl.fbaipublicfiles.com/dinov3"
+# Where DINOv3 weights are given out (after accepting the DINOv3 License), and the licence.
+DINOV3_DOWNLOADS = "https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/"
+DINOV3_LICENSE = "https://ai.meta.com/resources/models-and-libraries/dinov3-license/"
 
 
 @dataclass(frozen=True)
@@ -57,7 +74,7 @@ class HubFile:
 
     @property
     def family(self) -> str:
-        return "dinov2" if self.stem.startswith("dinov2") else "dino"
+        return next((f for f in ("dinov2", "dinov3") if self.stem.startswith(f)), "dino")
 
 
 # Official release files (facebookresearch/dino and facebookresearch/dinov2 hubconf.py and
@@ -90,7 +107,30 @@ HUB: dict[str, HubFile] = {
     "dinov2_vitb14_reg": HubFile("dinov2_vitb14", "dinov2_vitb14_reg4_pretrain"),
     "dinov2_vitl14_reg": HubFile("dinov2_vitl14", "dinov2_vitl14_reg4_pretrain"),
     "dinov2_vitg14_reg": HubFile("dinov2_vitg14", "dinov2_vitg14_reg4_pretrain"),
+    # DINOv3 ConvNeXts (dinov3/hub/backbones.py): the file names carry the hashes Meta gives
+    # them; they are never downloaded (see _fetch_hub_file) and no SHA-256 is published.
+    **{f"dinov3_convnext_{size}": HubFile(f"dinov3_convnext_{size}",
+                                          f"dinov3_convnext_{size}_pretrain_lvd1689m-{tag}")
+       for size, tag in (("tiny", "21b726bb"), ("small", "296db49d"), ("base", "801f2ba9"),
+                         ("large", "61fa432d"))},
 }
+# DINOv3 release files (facebookresearch/dinov3 hub/backbones.py: folder dinov3_<arch>, file
+# dinov3_<arch>_pretrain_<dataset>-<hash>.pth, with each entry's hash). The hash follows torch
+# hub's naming (a SHA-256 prefix), but the official loader does not check it (check_hash=False)
+# and no full SHA-256 is published, so none is pinned.
+_DINOV3_RELEASES = {
+    "dinov3_vits16": ("vits16", "lvd1689m", "08c60483"),
+    "dinov3_vits16plus": ("vits16plus", "lvd1689m", "4057cbaa"),
+    "dinov3_vitb16": ("vitb16", "lvd1689m", "73cec8be"),
+    "dinov3_vitl16": ("vitl16", "lvd1689m", "8aa4cbdd"),
+    "dinov3_vitl16plus": ("vitl16plus", "lvd1689m", "46503df0"),
+    "dinov3_vith16plus": ("vith16plus", "lvd1689m", "7c1da9a5"),
+    "dinov3_vit7b16": ("vit7b16", "lvd1689m", "a955f4ea"),
+    "dinov3_vitl16_sat493m": ("vitl16", "sat493m", "eadcf0ff"),
+    "dinov3_vit7b16_sat493m": ("vit7b16", "sat493m", "a6675841"),
+}
+HUB.update({name: HubFile(f"dinov3_{arch}", f"dinov3_{arch}_pretrain_{data}-{tag}")
+            for name, (arch, data, tag) in _DINOV3_RELEASES.items()})
 TRAINING_KEYS = ("student", "teacher")
 TOOLKIT_KEY = "dino_edge"   # this toolkit's record in a training checkpoint
 
@@ -112,11 +152,13 @@ class BackboneInfo:
     img_size: int              # side of the stored position-embedding grid, in pixels
     sha256: str
     epoch: int | None = None
-    family: str = "dino"       # dino | dinov2
-    num_registers: int = 0
+    family: str = "dino"       # dino | dinov2 | dinov3 (a ConvNeXt: num_heads 0, patch_size
+    num_registers: int = 0     # its output stride 32, img_size 224); DINOv3 ViTs: storage tokens
 
     @property
     def short_name(self) -> str:
+        if self.family == "dinov3" and self.arch in DINOV3_FAMILIES:
+            return next(n for n, f in DINOV3_NAMES.items() if f == self.arch)
         if self.family == "dinov2" and self.arch in DINOV2_FAMILIES:
             return f"dinov2_{self.arch[4]}{self.patch_size}{'_reg' if self.num_registers else ''}"
         return f"vit_{self.arch[4]}{self.patch_size}" if self.arch in FAMILIES else self.arch
@@ -124,7 +166,7 @@ class BackboneInfo:
 
 def hub_url(name: str) -> str:
     entry = HUB[name]
-    base = _DINOV2_BASE_URL if entry.family == "dinov2" else _BASE_URL
+    base = {"dinov2": _DINOV2_BASE_URL, "dinov3": _DINOV3_BASE_URL}.get(entry.family, _BASE_URL)
     return f"{base}/{entry.folder}/{entry.stem}.pth"
 
 
@@ -170,6 +212,11 @@ def _fetch_hub_file(name: str, download: bool) -> Path:
     cached = hub_cache_path(name)
     if cached.exists():
         return cached
+    if HUB[name].family == "dinov3":  # gated: no URL to fetch without the licence form's link
+        raise CheckpointError(
+            f"{name}: not in the cache; get {cached.name} from Meta ({DINOV3_DOWNLOADS}, after "
+            f"accepting the DINOv3 License) and put it at {cached}, or pass its path; the "
+            f"weights are under the DINOv3 License ({DINOV3_LICENSE})")
     url = hub_url(name)
     if not download:
         raise CheckpointError(f"{name}: not in the cache; download {url} to {cached}")
@@ -238,12 +285,16 @@ def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state.items()}
 
 
+# The projection heads of a training checkpoint: DINO's (head.*), DINOv3's (dino_head.*, ibot_head.*).
+TRAINING_HEADS = ("head.", "dino_head.", "ibot_head.")
+
+
 def _strip_training_prefixes(state: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
-    """``module.backbone.x`` -> ``x``; the projection head (``head.*``) is left out on purpose."""
+    """``module.backbone.x`` -> ``x``; the projection heads are left out on purpose."""
     _check_keys(state, where)
     state = strip_prefix(state, "module.")
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-    stray = [k for k in state if not k.startswith(("backbone.", "head."))]
+    stray = [k for k in state if not k.startswith(("backbone.", *TRAINING_HEADS))]
     if stray:
         raise CheckpointError(f"{where}: unexpected key {shown(stray[0])} in a training checkpoint "
                               "(expected backbone.* and head.*)")
@@ -265,11 +316,16 @@ class InferredConfig:
     img_size: int
     mlp_ratio: float
     qkv_bias: bool
-    family: str = "dino"          # dino | dinov2
+    family: str = "dino"          # dino | dinov2 | dinov3
     num_registers: int = 0
-    ffn_layer: str = "mlp"        # mlp | swiglu
+    ffn_layer: str = "mlp"        # mlp | swiglu (DINOv2's w12) | swiglu_split (DINOv3's w1, w2)
     ffn_hidden: int = 0
     layer_norm_eps: float = 1e-6
+    # DINOv3 only: what the keys say the official constructor was given
+    mask_k_bias: bool = False
+    layerscale: bool = False
+    untie_cls_and_patch_norms: bool = False
+    untie_global_and_local_cls_norm: bool = False
 
 
 def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
@@ -280,6 +336,8 @@ def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
     Every shape is checked before it is used, and the result against the ranges a model file
     may have (``dino_core.metadata.INT_RANGES``): the shapes are untrusted input.
     """
+    if is_dinov3_state(state):
+        return _infer_dinov3(state, num_heads, where)
     needed = ("cls_token", "pos_embed", "patch_embed.proj.weight")
     if not all(k in state for k in needed):
         kind = _guess_kind(state)
@@ -307,15 +365,7 @@ def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
     registers = (_shaped(state, "register_tokens", 3, "(1, registers, dim)", where)[1]
                  if "register_tokens" in state else 0)
     grid = round(max(tokens - 1, 0) ** 0.5)
-    for name, value in (("patch_size", patch), ("embed_dim", embed_dim), ("depth", depth),
-                        ("num_heads", num_heads)):
-        low, high = INT_RANGES[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            raise CheckpointError(f"{where}: {name} {shown(value)}: expected an integer in "
-                                  f"{low}..{high}")
-    if embed_dim % num_heads:
-        raise CheckpointError(f"{where}: embed_dim {embed_dim} is not a multiple of num_heads "
-                              f"{num_heads}")
+    _check_ranges(where, patch_size=patch, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
     if grid < 1 or hidden < 1:
         raise CheckpointError(f"{where}: pos_embed holds {tokens} tokens and the MLP {hidden} "
                               "hidden units; not a ViT")
@@ -325,6 +375,72 @@ def infer_config(state: Mapping[str, torch.Tensor], num_heads: Any = None,
         mlp_ratio=hidden / embed_dim, qkv_bias="blocks.0.attn.qkv.bias" in state,
         family=family, num_registers=registers, ffn_layer="swiglu" if swiglu else "mlp",
         ffn_hidden=hidden)
+
+
+def _check_ranges(where: str, **values: Any) -> None:
+    """Each value in its ``INT_RANGES`` range, and the width a multiple of the heads."""
+    for name, value in values.items():
+        low, high = INT_RANGES[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise CheckpointError(f"{where}: {name} {shown(value)}: expected an integer in "
+                                  f"{low}..{high}")
+    if values["embed_dim"] % values["num_heads"]:
+        raise CheckpointError(f"{where}: embed_dim {values['embed_dim']} is not a multiple of "
+                              f"num_heads {values['num_heads']}")
+
+
+def is_dinov3_state(state: Mapping[str, Any]) -> bool:
+    """DINOv3's ViT layout: storage tokens or RoPE periods, no learned position table."""
+    return ("storage_tokens" in state or "rope_embed.periods" in state) and "pos_embed" not in state
+
+
+def _infer_dinov3(state: Mapping[str, torch.Tensor], num_heads: Any, where: str
+                  ) -> InferredConfig:
+    """:func:`infer_config` for DINOv3's layout: the head width from the RoPE periods
+    (head_dim / 4 of them), every optional part from the presence of its keys."""
+    needed = ("cls_token", "patch_embed.proj.weight", "rope_embed.periods")
+    missing = [k for k in needed if k not in state]
+    if missing:
+        raise CheckpointError(f"{where}: a DINOv3 ViT state dict without {', '.join(missing)}")
+    embed_dim, _, patch, patch_w = _shaped(state, "patch_embed.proj.weight", 4,
+                                           "(dim, 3, patch, patch)", where)
+    if patch != patch_w:
+        raise CheckpointError(f"{where}: non-square patches {patch}x{patch_w} are not supported")
+    depth = 1 + max((int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))),
+                    default=-1)
+    if depth < 1:
+        raise CheckpointError(f"{where}: no transformer blocks (blocks.0.*) in the state dict")
+    head_dim = 4 * _shaped(state, "rope_embed.periods", 1, "(head_dim / 4,)", where)[0]
+    if num_heads is None:
+        num_heads = embed_dim // head_dim if embed_dim % head_dim == 0 else head_dim
+    elif not isinstance(num_heads, int) or num_heads < 1 or embed_dim != num_heads * head_dim:
+        raise CheckpointError(f"{where}: {shown(num_heads)} heads of width {head_dim} (from "
+                              f"rope_embed.periods) do not make {embed_dim}")
+    swiglu = "blocks.0.mlp.w1.weight" in state
+    ffn_key = "blocks.0.mlp.w1.weight" if swiglu else "blocks.0.mlp.fc1.weight"
+    if ffn_key not in state:
+        raise CheckpointError(f"{where}: not a DINOv3 ViT backbone (no {ffn_key})")
+    hidden = _shaped(state, ffn_key, 2, "(hidden, dim)", where)[0]
+    storage = (_shaped(state, "storage_tokens", 3, "(1, tokens, dim)", where)[1]
+               if "storage_tokens" in state else 0)
+    _check_ranges(where, patch_size=patch, embed_dim=embed_dim, depth=depth, num_heads=num_heads)
+    ffn_layer = "swiglu_split" if swiglu else "mlp"
+    table = v3_family(embed_dim, ffn_layer)
+    return InferredConfig(
+        arch=table.name if table else f"vit_d{embed_dim}", patch_size=patch,
+        embed_dim=embed_dim, depth=depth, num_heads=num_heads, img_size=224,
+        mlp_ratio=hidden / embed_dim, qkv_bias="blocks.0.attn.qkv.bias" in state,
+        family="dinov3", num_registers=storage, ffn_layer=ffn_layer, ffn_hidden=hidden,
+        layer_norm_eps=NORM_EPS["layernormbf16"],
+        mask_k_bias="blocks.0.attn.qkv.bias_mask" in state,
+        layerscale="blocks.0.ls1.gamma" in state,
+        untie_cls_and_patch_norms="cls_norm.weight" in state,
+        untie_global_and_local_cls_norm="local_cls_norm.weight" in state)
+
+
+def v3_family(embed_dim: int, ffn_layer: str):
+    """The DINOv3 table row of this width and feed-forward (S and S+ share a width)."""
+    return family_for_width(embed_dim, "dinov3", ffn_layer)
 
 
 def _shaped(state: Mapping[str, Any], key: str, rank: int, expected: str,
@@ -348,10 +464,16 @@ def parameter_bytes(cfg: InferredConfig) -> int:
 
 
 def check_model_size(cfg: InferredConfig, path: Path, where: str) -> None:
-    """:class:`CheckpointError` before building a model far larger than the file's weights
-    (views with stride 0 can describe any shape in a few bytes) or than free memory."""
-    need, size = parameter_bytes(cfg), path.stat().st_size
-    described = f"a ViT {cfg.embed_dim} wide and {cfg.depth} blocks deep"
+    """:func:`check_build_size` for the ViT ``cfg`` describes."""
+    check_build_size(parameter_bytes(cfg), f"a ViT {cfg.embed_dim} wide and {cfg.depth} blocks "
+                     "deep", path, where)
+
+
+def check_build_size(need: int, described: str, path: Path, where: str) -> None:
+    """:class:`CheckpointError` before building a model of ``need`` float32 bytes far larger
+    than the file's weights (views with stride 0 can describe any shape in a few bytes) or
+    than free memory."""
+    size = path.stat().st_size
     # fp16 weights hold half the float32 bytes; a training checkpoint holds more than one copy
     if need > 4 * size + (64 << 20):
         raise CheckpointError(f"{where}: refused to build {described} "
@@ -378,6 +500,15 @@ def build_backbone(cfg: InferredConfig) -> VisionTransformer:
     from functools import partial
 
     import torch.nn as nn
+    if cfg.family == "dinov3":
+        return Dinov3VisionTransformer(
+            patch_size=cfg.patch_size, embed_dim=cfg.embed_dim, depth=cfg.depth,
+            num_heads=cfg.num_heads, qkv_bias=cfg.qkv_bias, mask_k_bias=cfg.mask_k_bias,
+            ffn_layer="mlp" if cfg.ffn_layer == "mlp" else "swiglu", ffn_hidden=cfg.ffn_hidden,
+            layerscale_init=1e-5 if cfg.layerscale else None, layer_norm_eps=cfg.layer_norm_eps,
+            n_storage_tokens=cfg.num_registers,
+            untie_cls_and_patch_norms=cfg.untie_cls_and_patch_norms,
+            untie_global_and_local_cls_norm=cfg.untie_global_and_local_cls_norm)
     if cfg.family == "dinov2":
         # The official hub settings; register models interpolate as dinov2/hub/backbones.py.
         interpolation = ({"interpolate_antialias": True, "interpolate_offset": 0.0}
@@ -395,19 +526,34 @@ def build_backbone(cfg: InferredConfig) -> VisionTransformer:
 
 
 def to_official_layout(state: dict[str, torch.Tensor], fmt: str, path: Path, where: str
-                       ) -> tuple[dict[str, torch.Tensor], str, HFConfig | None]:
-    """transformers and timm DINOv2 state dicts in the official layout, with the format name
-    and (transformers) the config that fixes heads and LayerNorm eps; others unchanged."""
-    if is_hf_layout(state):
+                       ) -> tuple[dict[str, torch.Tensor], str, Any]:
+    """transformers and timm DINOv2/DINOv3 state dicts in the official layout, with the format
+    name and (transformers) the config that fixes heads and LayerNorm eps; others unchanged."""
+    if is_hf_layout(state) or v3convert.is_hf_dinov3_state(state):
         config_path = hf_config_path(path)
         if config_path is None:
-            raise CheckpointError(f"{where}: a transformers DINOv2 state dict without "
-                                  f"config.json beside it (in {path.parent}); pass the "
-                                  "save_pretrained folder")
-        return from_hf(state, where), "transformers", HFConfig.read(config_path)
+            raise CheckpointError(f"{where}: a transformers state dict without config.json "
+                                  f"beside it (in {path.parent}); pass the save_pretrained folder")
+        raw = read_config_json(config_path)
+        if isinstance(raw, dict) and raw.get("model_type") == v3convert.HF_MODEL_TYPE:
+            config = v3convert.HFDinov3Config.parse(raw, str(config_path))
+            return v3convert.from_hf(state, config, where), "transformers", config
+        return from_hf(state, where), "transformers", HFConfig.parse(raw, str(config_path))
+    if v3convert.is_timm_dinov3_layout(state):
+        return _from_timm_dinov3(state, where), "timm", None
     if is_timm_dinov2_layout(state):
         return from_timm(state), "timm", None
     return state, fmt, None
+
+
+def _from_timm_dinov3(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """timm stores no RoPE periods: the head count (hence their width) from the table."""
+    width = _shaped(state, "cls_token", 3, "(1, 1, dim)", where)[-1]
+    table = v3_family(width, "swiglu_split" if "blocks.0.mlp.fc1_g.weight" in state else "mlp")
+    if table is None:
+        raise CheckpointError(f"{where}: a timm DINOv3 state dict {width} wide; no released "
+                              "DINOv3 ViT has that width, so its head count is unknown")
+    return v3convert.from_timm(state, table.num_heads, where)
 
 
 def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
@@ -445,7 +591,7 @@ def file_sha256(path: Path) -> str:
 
 
 def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
-                  download: bool = True) -> tuple[VisionTransformer, BackboneInfo]:
+                  download: bool = True) -> tuple[VisionTransformer | ConvNeXt, BackboneInfo]:
     """Checkpoint path, transformers folder or hub name -> (backbone in eval mode,
     :class:`BackboneInfo`).
 
@@ -462,6 +608,8 @@ def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
     state, fmt, key = extract_backbone(obj, checkpoint_key, where)
     if path.suffix == ".safetensors":
         fmt = "safetensors"
+    if convnext_checkpoint.is_convnext(state):
+        return _load_convnext(state, fmt, path, where, str(source), sha256, key)
     state, fmt, hf = to_official_layout(state, fmt, path, where)
     record = obj.get(TOOLKIT_KEY, {}) if isinstance(obj, Mapping) else {}
     heads = hf.num_attention_heads if hf else (
@@ -482,7 +630,26 @@ def load_backbone(source: str | os.PathLike, checkpoint_key: str = "teacher",
     return model.eval(), info
 
 
+def _load_convnext(state: Mapping[str, torch.Tensor], fmt: str, path: Path, where: str,
+                   source: str, sha256: str, checkpoint_key: str | None
+                   ) -> tuple[ConvNeXt, BackboneInfo]:
+    """A DINOv3 ConvNeXt state dict in any layout (:mod:`dino_models.dinov3_convnext_checkpoint`)
+    -> (model in eval mode, :class:`BackboneInfo`)."""
+    state, fmt, eps = convnext_checkpoint.to_official(state, fmt, path, where)
+    cfg = convnext_checkpoint.infer_config(state, where)
+    check_build_size(cfg.parameter_bytes(), f"a ConvNeXt {cfg.dims[-1]} wide with blocks "
+                     f"{list(cfg.depths)}", path, where)
+    model = ConvNeXt(depths=cfg.depths, dims=cfg.dims, layer_norm_eps=eps)
+    load_state_strict(model, state, where)
+    info = BackboneInfo(
+        source=source, path=path, format=fmt, checkpoint_key=checkpoint_key, arch=cfg.arch,
+        patch_size=ConvNeXt.patch_size, embed_dim=cfg.dims[-1], depth=sum(cfg.depths),
+        num_heads=0, img_size=224, sha256=sha256, family=ConvNeXt.family)
+    return model.eval(), info
+
+
 def arch_of(info: BackboneInfo) -> Arch | None:
     """The table entry for a loaded backbone, when it is one of the known families."""
-    fam = (DINOV2_FAMILIES if info.family == "dinov2" else FAMILIES).get(info.arch)
+    table = {"dinov2": DINOV2_FAMILIES, "dinov3": DINOV3_FAMILIES}.get(info.family, FAMILIES)
+    fam = table.get(info.arch)
     return Arch(fam, info.patch_size, info.num_registers) if fam else None

@@ -50,15 +50,13 @@ class HFConfig:
     @classmethod
     def read(cls, path: Path) -> HFConfig:
         """Parse and check ``config.json``; :class:`CheckpointError` naming the bad field."""
-        where = str(path)
-        if path.stat().st_size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
-        try:
-            raw = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            raise CheckpointError(f"{where}: not valid JSON") from None
-        if not isinstance(raw, dict) or raw.get("model_type") not in HF_MODEL_TYPES:
-            kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
+        return cls.parse(read_config_json(path), str(path))
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any], where: str) -> HFConfig:
+        """Check the values of a parsed ``config.json`` (:func:`read_config_json`)."""
+        if raw.get("model_type") not in HF_MODEL_TYPES:
+            kind = raw.get("model_type")
             raise CheckpointError(f"{where}: model_type {kind!r}; expected one of "
                                   f"{', '.join(HF_MODEL_TYPES)} (a transformers DINOv2 model)")
         if raw.get("hidden_act", "gelu") != "gelu":
@@ -74,6 +72,21 @@ class HFConfig:
             ints["num_register_tokens"] = 0
         return cls(**ints, layer_norm_eps=eps,
                    use_swiglu_ffn=bool(raw.get("use_swiglu_ffn", False)))
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A transformers ``config.json`` as a dict; :class:`CheckpointError` for a huge file, bad
+    JSON or anything but an object."""
+    where = str(path)
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise CheckpointError(f"{where}: larger than {MAX_CONFIG_BYTES} bytes; not a config")
+    try:
+        raw = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{where}: not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{where}: holds a JSON {type(raw).__name__}, not a config object")
+    return raw
 
 
 def _int(raw: Mapping[str, Any], name: str, default: int, where: str) -> int:

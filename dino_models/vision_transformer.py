@@ -5,7 +5,10 @@ this model family lives here: the official bicubic position-embedding interpolat
 block's self-attention probabilities, and the single-pass method that export and runtime use.
 Official state dicts (``facebookresearch/dino`` ``vision_transformer.py``) load with
 ``strict=True``. The DINOv2 models (:mod:`dino_models.dinov2`) are this class with registers,
-LayerScale and their own defaults.
+LayerScale and their own defaults; the DINOv3 ViTs (:mod:`dino_models.dinov3`) change what
+three hooks do (:meth:`VisionTransformer.embed`: rotary positions instead of an added embedding;
+:meth:`~VisionTransformer.norm_tokens` and :meth:`~VisionTransformer.norm_cls`: untied final
+norms) and share every method that export and runtime call.
 """
 from __future__ import annotations
 
@@ -27,12 +30,14 @@ class SinglePass(NamedTuple):
 
     cls (B, D) and patch (B, N, D) after the final norm (patch is None when not asked for);
     attn (B, heads, N): the last block's [CLS] attention over the patch tokens;
-    attn_registers (B, heads, R): the same row over the register tokens (R = 0 without them).
+    attn_registers (B, heads, R): the same row over the register (DINOv3: storage) tokens
+    (R = 0 without them). Backbones without attention (DINOv3's ConvNeXts) give None for both:
+    their cls is the pooled last stage, patch its (B, N, D) tokens, row-major.
     """
 
     cls: torch.Tensor
-    attn: torch.Tensor
-    attn_registers: torch.Tensor
+    attn: torch.Tensor | None
+    attn_registers: torch.Tensor | None
     patch: torch.Tensor | None
 
 
@@ -46,6 +51,7 @@ class VisionTransformer(nn.Module):
     """
 
     family = "dino"
+    has_attention = True     # a last-block [CLS] attention to export and show (ConvNeXts: False)
 
     def __init__(
         self,
@@ -122,6 +128,12 @@ class VisionTransformer(nn.Module):
         """Tokens before the patches: [CLS] and the registers."""
         return 1 + self.num_register_tokens
 
+    @property
+    def num_registers(self) -> int:
+        """Tokens between [CLS] and the patches: DINOv2's registers, DINOv3's storage tokens
+        (the name export and runtime use for every backbone)."""
+        return self.num_register_tokens
+
     def set_fused_attention(self, fused: bool) -> None:
         """Every block's attention kernel: fused (default) or batched products (see
         :class:`~dino_models.layers.Attention`); the result is the same function up to rounding."""
@@ -186,12 +198,33 @@ class VisionTransformer(nn.Module):
         registers = self.register_tokens.expand(tokens.shape[0], -1, -1)
         return torch.cat((tokens[:, :1], registers, tokens[:, 1:]), dim=1)
 
-    def _run_blocks(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens entering the last block (B, T, D)."""
-        x = self.prepare_tokens(x, pos_embed)
+    # -- hooks a family may change (DINOv3: rotary positions, untied norms) -------------
+    def embed(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None,
+              mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Images (B, 3, H, W) -> (tokens entering the first block (B, T, D), the rotary
+        table every block's attention takes, or None).
+
+        Here the position embedding is added to the tokens (:meth:`prepare_tokens`), so there
+        is no table; ``pos_embed`` is what :meth:`pos_embed_for_size` gives.
+        """
+        return self.prepare_tokens(x, pos_embed, mask, mask_token), None
+
+    def norm_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm of whole sequences (B, 1 + R + N, D)."""
+        return self.norm(x)
+
+    def norm_cls(self, x: torch.Tensor) -> torch.Tensor:
+        """The final norm of [CLS] alone, (B, 1, D)."""
+        return self.norm(x)
+
+    def _run_blocks(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Tokens entering the last block (B, T, D), and the rotary table (or None)."""
+        x, rope = self.embed(x, pos_embed)
         for blk in self.blocks[:-1]:
-            x = blk(x)
-        return x
+            x = blk(x, rope)
+        return x, rope
 
     # -- official public methods ------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -201,8 +234,8 @@ class VisionTransformer(nn.Module):
         needed at the [CLS] position alone, so its projection and MLP run on one token (and, in
         training, its backward does too): about 6% of a ViT-Tiny/16 step saved.
         """
-        cls, _ = self.blocks[-1].forward_cls(self._run_blocks(x))
-        return self.norm(cls)[:, 0]
+        cls, _ = self.blocks[-1].forward_cls(*self._run_blocks(x))
+        return self.norm_cls(cls)[:, 0]
 
     def forward_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                        mask_token: torch.Tensor | None = None) -> torch.Tensor:
@@ -212,26 +245,27 @@ class VisionTransformer(nn.Module):
         With ``mask`` and ``mask_token`` the masked patches are hidden from the input (see
         :meth:`prepare_tokens`); iBOT's student predicts them from the rest.
         """
-        x = self.prepare_tokens(x, mask=mask, mask_token=mask_token)
+        x, rope = self.embed(x, mask=mask, mask_token=mask_token)
         for blk in self.blocks:
-            x = blk(x)
-        return self.norm(x)
+            x = blk(x, rope)
+        return self.norm_tokens(x)
 
     def get_last_selfattention(self, x: torch.Tensor) -> torch.Tensor:
         """Images (B, 3, H, W) -> last block's attention probabilities (B, heads, T, T) over all
         T = 1 + R + N tokens ([CLS], registers, patches)."""
         last = self.blocks[-1]
-        q, k, _ = last.attn.split_qkv(last.norm1(self._run_blocks(x)))
+        x, rope = self._run_blocks(x)
+        q, k, _ = last.attn.split_qkv(last.norm1(x), rope)
         return last.attn.probs(q, k)
 
     def get_intermediate_layers(self, x: torch.Tensor, n: int = 1) -> list[torch.Tensor]:
         """Normalised tokens (B, 1 + N, D) of the last ``n`` blocks, oldest first."""
-        x = self.prepare_tokens(x)
+        x, rope = self.embed(x)
         out = []
         for i, blk in enumerate(self.blocks):
-            x = blk(x)
+            x = blk(x, rope)
             if len(self.blocks) - i <= n:
-                out.append(self.norm(x))
+                out.append(self.norm_tokens(x))
         return out
 
     # -- single-pass methods for export and runtime ---------------------------------------
@@ -243,14 +277,14 @@ class VisionTransformer(nn.Module):
         computed beside it, for one query. Without ``patch`` the last block's projection and
         feed-forward run on [CLS] alone (about 1/depth of the model's compute saved).
         """
-        x = self._run_blocks(x, pos_embed)
+        x, rope = self._run_blocks(x, pos_embed)
         last, r = self.blocks[-1], self.num_prefix_tokens
         if patch:
-            tokens, probs = last.forward_with_cls_attention(x)
-            tokens = self.norm(tokens)
+            tokens, probs = last.forward_with_cls_attention(x, rope)
+            tokens = self.norm_tokens(tokens)
             return SinglePass(tokens[:, 0], probs[:, :, r:], probs[:, :, 1:r], tokens[:, r:])
-        cls, probs = last.forward_cls(x)
-        return SinglePass(self.norm(cls)[:, 0], probs[:, :, r:], probs[:, :, 1:r], None)
+        cls, probs = last.forward_cls(x, rope)
+        return SinglePass(self.norm_cls(cls)[:, 0], probs[:, :, r:], probs[:, :, 1:r], None)
 
     def forward_features_and_attention(
         self, x: torch.Tensor, pos_embed: torch.Tensor | None = None

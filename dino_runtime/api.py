@@ -39,6 +39,8 @@ class Runtime:
     mass threshold (None: no masks). ``input_size`` (H, W) applies to checkpoints only: exported
     files carry their own; without it a checkpoint runs at short side 224 with the aspect of
     ``frame_size`` (H, W). Other arguments go to the backend (see ``BackendOptions``).
+    A model without attention (a DINOv3 ConvNeXt: ``metadata.has_attention`` false) gives
+    embeddings and patch tokens only: ``attn`` and ``masks`` are None, whatever ``threshold``.
     One call on ``batch_size`` frames must fit in the memory available (checked before the
     warm-up); ``fit_batch`` lowers the batch to what fits instead of refusing (verification,
     whose batch is only a speed choice).
@@ -61,7 +63,7 @@ class Runtime:
         self.metadata = self.backend.metadata
         self.heads = HeadSelection.parse(heads)
         self.heads.check(self.metadata.num_heads)
-        self.threshold = threshold
+        self.threshold = threshold if self.metadata.has_attention else None
         if batch_size < 1:
             raise OptionError(f"batch size must be >= 1, got {batch_size}")
         self.batch_size, self.pad_to = self.metadata.batch.calls(batch_size)
@@ -94,18 +96,19 @@ class Runtime:
         inputs = [self.preprocessor(image) for image in images]
         parts = [self._run_chunk(inputs[part]) for part in chunks(len(inputs), self.batch_size)]
         cls = np.concatenate([p.cls for p in parts])
-        attn = np.concatenate([p.attn for p in parts])
-        patch, registers = (
+        attn, patch, registers = (
             np.concatenate(arrays) if arrays[0] is not None else None
-            for arrays in ([p.patch for p in parts], [p.attn_registers for p in parts]))
+            for arrays in ([p.attn for p in parts], [p.patch for p in parts],
+                           [p.attn_registers for p in parts]))
         masks = (mass_threshold_masks(self.heads.select(attn), self.threshold)
-                 if self.threshold is not None else None)
+                 if self.threshold is not None and attn is not None else None)
         return BatchResult(cls, attn, masks, patch, registers)
 
     def _run_chunk(self, inputs: list[np.ndarray]) -> ModelOutputs:
         out = self.backend.run(stack_padded(inputs, self.pad_to))
         n = len(inputs)  # drop the rows that only padded a fixed-batch graph
-        out.cls, out.attn = out.cls[:n], out.attn[:n]
+        out.cls = out.cls[:n]
+        out.attn = out.attn[:n] if out.attn is not None else None
         out.patch = out.patch[:n] if out.patch is not None else None
         out.attn_registers = out.attn_registers[:n] if out.attn_registers is not None else None
         return out

@@ -115,6 +115,7 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
                       threshold=opts.threshold, input_size=opts.input_size,
                       precision=opts.precision, frame_size=frame_hw, warmup=False)
     meta = runtime.metadata
+    check_attention_options(opts, meta)
     if opts.render.pca and "patch" not in meta.outputs:
         raise UserError(f"--pca needs patch tokens, and {opts.model} exports only "
                                f"{', '.join(meta.outputs)}; re-export it with the patch output")
@@ -123,6 +124,19 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
         if hint:
             log.warning(hint)
     return runtime
+
+
+def check_attention_options(opts: RunOptions, meta) -> None:
+    """:class:`OptionError` (one line) for an attention view asked of a model without
+    attention (a DINOv3 ConvNeXt), naming what it does give."""
+    if meta.has_attention:
+        return
+    asked = [flag for flag, on in (
+        ("--show-attention", opts.render.attention), ("--mask", opts.render.mask),
+        ("--masks-dir", opts.outputs.masks_dir), ("--heads", opts.heads.mode != "mean")) if on]
+    if asked:
+        raise OptionError(f"{asked[0]}: {opts.model} is a {meta.family} {meta.arch} without "
+                          "attention (a ConvNeXt); it gives --embeddings and the --pca parts view")
 
 
 def precision_text(backend) -> str:
@@ -196,7 +210,9 @@ def run(opts: RunOptions) -> int:
     pca = pca_options(opts.pca, runtime) if opts.render.pca else PcaOptions()
     meta = runtime.metadata
     registers = f" + {meta.num_registers} registers" if meta.num_registers else ""
-    click.echo(f"dino-run: {meta.family} {meta.arch}/{meta.patch_size}{registers} "
+    name = (f"{meta.arch}/{meta.patch_size}{registers}" if meta.has_attention
+            else f"{meta.arch} (stride {meta.patch_size}, no attention)")
+    click.echo(f"dino-run: {meta.family} {name} "
                f"{meta.img_size[0]}x{meta.img_size[1]} on {runtime.backend.name}, device "
                f"{runtime.device}, precision {precision_text(runtime.backend)}, batch "
                f"{runtime.batch_size}; {source.info.description}"

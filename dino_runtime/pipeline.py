@@ -92,11 +92,12 @@ class PostProcessor:
 
     def __call__(self, frames: list[Frame], out: ModelOutputs) -> list[FrameResult]:
         cfg = self.config
-        maps = cfg.heads.select(out.attn)                       # (B, k, h, w)
+        maps = cfg.heads.select(out.attn) if out.attn is not None else None  # (B, k, h, w)
         masks = (mass_threshold_masks(maps, cfg.threshold)
-                 if cfg.threshold is not None else None)         # (B, k, h, w) bool
+                 if cfg.threshold is not None and maps is not None else None)  # bool
         draw = cfg.render
-        heat = normalize_maps(maps) if draw is not None and draw.attention else None
+        heat = (normalize_maps(maps) if draw is not None and draw.attention and maps is not None
+                else None)
         colors = self.pca(out.patch, self.grid) if self.pca is not None else None
         results = []
         for i, frame in enumerate(frames):
@@ -104,8 +105,8 @@ class PostProcessor:
             if draw is not None:
                 rendered = render(frame.image, _at(heat, i), _at(masks, i), _at(colors, i), draw)
             patch = out.patch[i] if cfg.keep_patch and out.patch is not None else None
-            results.append(FrameResult(frame, out.cls[i], out.attn[i], maps[i], _at(masks, i),
-                                       patch, rendered))
+            results.append(FrameResult(frame, out.cls[i], _at(out.attn, i), _at(maps, i),
+                                       _at(masks, i), patch, rendered))
         return results
 
 

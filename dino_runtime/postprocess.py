@@ -38,6 +38,8 @@ class HeadSelection:
         raise OptionError(f"--heads {text!r}: expected {HEAD_CHOICES} (K a head index)")
 
     def check(self, num_heads: int) -> None:
+        if self.mode == "index" and num_heads == 0:
+            raise OptionError(f"--heads {self.index}: the model has no attention heads")
         if self.mode == "index" and self.index >= num_heads:
             raise OptionError(f"--heads {self.index}: the model has {num_heads} heads "
                              f"(0..{num_heads - 1})")

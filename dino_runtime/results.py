@@ -12,8 +12,9 @@ from .sources import Frame
 class BatchResult:
     """What ``Runtime(...)(frames)`` returns for B frames."""
 
-    cls: np.ndarray                  # (B, D) [CLS] embeddings
-    attn: np.ndarray                 # (B, heads, h, w) last block's [CLS] attention, every head
+    cls: np.ndarray                  # (B, D) [CLS] embeddings (a ConvNeXt: the pooled last stage)
+    attn: np.ndarray | None          # (B, heads, h, w) last block's [CLS] attention, every head;
+    #                                  None for a model without attention
     masks: np.ndarray | None = None  # (B, k, h, w) bool mass-threshold masks of the selected heads
     patch: np.ndarray | None = None  # (B, h*w, D) patch tokens, when the model exports them
     attn_registers: np.ndarray | None = None  # (B, heads, R) [CLS] attention over registers
@@ -25,8 +26,8 @@ class FrameResult:
 
     frame: Frame
     cls: np.ndarray                     # (D,)
-    attn: np.ndarray                    # (heads, h, w)
-    maps: np.ndarray                    # (k, h, w) the selected heads (mean, all or one)
+    attn: np.ndarray | None             # (heads, h, w); None without attention
+    maps: np.ndarray | None             # (k, h, w) the selected heads (mean, all or one)
     masks: np.ndarray | None = None     # (k, h, w) bool
     patch: np.ndarray | None = None     # (h*w, D)
     rendered: np.ndarray | None = None  # (H, W, 3) uint8 frame with overlays, when rendering

@@ -234,8 +234,9 @@ class TrainConfig:
             arch = resolve_arch(self.arch.replace("deit", "vit"), self.patch_size)
         except ValueError as e:
             raise OptionError(str(e)) from None
-        if arch.family.kind != "dino":  # DINOv2 backbones are loaded, exported and run, not trained
-            raise OptionError(f"--arch {self.arch}: dino-train trains DINO ViTs (vit_*); DINOv2 "
+        if arch.family.kind != "dino":  # DINOv2/v3 backbones are loaded, exported and run
+            kind = "DINOv3" if arch.family.kind == "dinov3" else "DINOv2"
+            raise OptionError(f"--arch {self.arch}: dino-train trains DINO ViTs (vit_*); {kind} "
                               "backbones load from their checkpoints in dino-export and dino-run")
         return arch
 

@@ -1,7 +1,13 @@
-"""DINOv2's parts view across a folder of images: one PCA basis, the same colour for the same part.
+"""The DINOv2/DINOv3 parts view across a folder of images: one PCA basis, the same colour for
+the same part.
 
-    dino-export dinov2_vits14_reg --img-size 448 448 --outputs cls,attn,patch -o v2.onnx
-    python examples/pca_parts.py v2.onnx photos/ parts.png --foreground --save-basis parts.npz
+    dino-export dinov3_vits16 --img-size 448 448 --outputs cls,attn,patch -o v3.onnx
+    python examples/pca_parts.py v3.onnx photos/ parts.png --foreground --save-basis parts.npz
+
+Any file with the patch output works: a DINOv2 one (``dino-export dinov2_vits14_reg ...``) or a
+DINOv3 ConvNeXt (``dino-export dinov3_convnext_tiny --img-size 448 448``, whose default outputs
+are cls and patch; its grid is 14x14 at stride 32). The DINOv3 weights are Meta's, under the
+DINOv3 License: see the README's DINOv3 section for where to put them.
 
 The patch tokens of every image (up to 64) are fitted with one PCA; each image is drawn beside
 its first three components as RGB, in a contact sheet. With ``--foreground`` the background is

@@ -6,12 +6,19 @@ the dynamo exporter, each call becomes one MatMul -> Softmax -> MatMul chain (or
 ``Attention`` op at opset 23): the shape TensorRT and ONNX Runtime fuse into a single attention
 kernel. The attention *probabilities* the toolkit shows are computed beside it, for the [CLS]
 query only (:meth:`Attention.probs`), so they never break that fusion.
+
+DINOv3's attention adds two things, both off by default: a rotary position table applied to the
+queries and keys (:mod:`.rope`; passed per call, since it depends on the input size) and the
+masked key bias (:class:`~.key_bias.KeyMaskedBiasLinear`).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .key_bias import KeyMaskedBiasLinear
+from .rope import rope_apply
 
 
 def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float) -> torch.Tensor:
@@ -47,7 +54,8 @@ class Attention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int = 8, qkv_bias: bool = False,
-                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+                 proj_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0,
+                 mask_k_bias: bool = False) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"width {dim} is not a multiple of {num_heads} heads")
@@ -55,16 +63,22 @@ class Attention(nn.Module):
         self.head_dim = dim // num_heads
         self.scale = self.head_dim ** -0.5
         self.fused_attn = True
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        linear = KeyMaskedBiasLinear if mask_k_bias else nn.Linear
+        self.qkv = linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def split_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Tokens (B, N, D) -> q, k, v, each (B, heads, N, D/heads)."""
+    def split_qkv(self, x: torch.Tensor, rope: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Tokens (B, N, D) -> q, k, v, each (B, heads, N, D/heads); with ``rope`` (2, N,
+        D/heads), sin and cos per token, q and k rotated by it."""
         B, N, _ = x.shape
         qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return qkv.unbind(0)
+        q, k, v = qkv.unbind(0)
+        if rope is not None:
+            q, k = rope_apply(q, rope), rope_apply(k, rope)
+        return q, k, v
 
     def probs(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Attention probabilities (B, heads, Nq, Nk), see :func:`attention_probs`."""
@@ -81,5 +95,5 @@ class Attention(nn.Module):
         """Per-head outputs (B, heads, N, d) -> tokens (B, N, D) through ``proj``."""
         return self.proj_drop(self.proj(y.transpose(1, 2).flatten(2)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.attend(*self.split_qkv(x)))
+    def forward(self, x: torch.Tensor, rope: torch.Tensor | None = None) -> torch.Tensor:
+        return self.project(self.attend(*self.split_qkv(x, rope)))

@@ -23,7 +23,7 @@ class ModelOutputs:
     """One batch of model outputs, float32 numpy arrays on the host."""
 
     cls: np.ndarray                 # (B, D)
-    attn: np.ndarray                # (B, heads, H/p, W/p)
+    attn: np.ndarray | None         # (B, heads, H/p, W/p); None: a model without attention
     patch: np.ndarray | None = None  # (B, H/p * W/p, D), when the model exports patch tokens
     attn_registers: np.ndarray | None = None  # (B, heads, R), DINOv2 with registers, when asked
 
@@ -83,6 +83,18 @@ def int8_saturation_warning(where: str, backend: Backend) -> str | None:
     return (f"{where}: an int8 file with {bits} on a CPU without VNNI, whose int8 products "
             "saturate them: expect a CLS cosine near 0.8-0.9 to the float model; export it again "
             "with dino-export --precision int8 (7-bit weights)")
+
+
+def required_outputs(meta: ModelMetadata) -> tuple[str, ...]:
+    """The outputs a file must have: cls, and attn unless the model has no attention."""
+    return ("cls", "attn") if meta.has_attention else ("cls",)
+
+
+def check_outputs(names: list[str], meta: ModelMetadata, where: str) -> None:
+    """:class:`ModelError` (one line) when the graph lacks an output every file of its kind has."""
+    needed = required_outputs(meta)
+    if [n for n in needed if n in names] != list(needed):
+        raise ModelError(f"{where}: outputs {names} lack {' and '.join(needed)}; re-export it")
 
 
 def expected_tensors(meta: ModelMetadata) -> dict[str, tuple[str, list]]:

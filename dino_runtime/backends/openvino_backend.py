@@ -32,8 +32,8 @@ from dino_core.errors import BackendUnavailable, ModelError, OptionError
 from dino_core.metadata import ModelMetadata
 from dino_core.precision import resolve_precision
 
-from .base import (BackendCannotRun, BackendOptions, ModelOutputs, check_tensor, cpu_threads,
-                   expected_tensors)
+from .base import (BackendCannotRun, BackendOptions, ModelOutputs, check_outputs, check_tensor,
+                   cpu_threads, expected_tensors)
 
 TELEMETRY = "openvino_telemetry"
 
@@ -279,8 +279,7 @@ class OpenVINOBackend:
     def _check_graph(self, model, path: Path) -> list[str]:
         names = [name for output in model.outputs for name in output.get_names()]
         outputs = [n for n in OUTPUT_NAMES if n in names]
-        if outputs[:2] != ["cls", "attn"]:
-            raise ModelError(f"{path}: outputs {names} lack cls and attn; re-export it")
+        check_outputs(outputs, self.metadata, str(path))
         inputs = [name for i in model.inputs for name in i.get_names()]
         if self.metadata.input_name not in inputs:
             raise ModelError(f"{path}: metadata names input {self.metadata.input_name!r}, "
@@ -336,5 +335,5 @@ class OpenVINOBackend:
             spent = (time.perf_counter() - start) * (batch - n) / batch
             self._padding_seconds[n] = self._padding_seconds.get(n, 0.0) + spent
         named = {name: result[name][:n] for name in self._outputs}
-        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+        return ModelOutputs(named["cls"], named.get("attn"), named.get("patch"),
                             named.get("attn_registers"))

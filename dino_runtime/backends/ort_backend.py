@@ -11,7 +11,14 @@ from dino_core.constants import OUTPUT_NAMES
 from dino_core.errors import ModelError
 from dino_core.metadata import ModelMetadata
 
-from .base import BackendOptions, ModelOutputs, check_tensor, cpu_threads, expected_tensors
+from .base import (
+    BackendOptions,
+    ModelOutputs,
+    check_outputs,
+    check_tensor,
+    cpu_threads,
+    expected_tensors,
+)
 from . import cuda  # by module: cuda.cuda_device_count() etc. see a test's or a caller's patch
 
 # ONNX Runtime's names for the tensor types a dino-export graph uses (fp16 and int8 graphs keep
@@ -110,8 +117,7 @@ class OrtBackend:
         self.runs_on_host = self.device == CPU_EP
         names = [o.name for o in self.session.get_outputs()]
         self._outputs = [n for n in OUTPUT_NAMES if n in names]
-        if self._outputs[:2] != ["cls", "attn"]:
-            raise ModelError(f"{path}: outputs {names} lack cls and attn; re-export it")
+        check_outputs(self._outputs, self.metadata, str(path))
         inputs = [i.name for i in self.session.get_inputs()]
         if self.metadata.input_name not in inputs:
             raise ModelError(f"{path}: metadata names input {self.metadata.input_name!r}, "
@@ -126,7 +132,7 @@ class OrtBackend:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(f"{self.path}: ONNX Runtime cannot run this model ({first})") from None
         named = dict(zip(self._outputs, values))
-        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+        return ModelOutputs(named["cls"], named.get("attn"), named.get("patch"),
                             named.get("attn_registers"))
 
 

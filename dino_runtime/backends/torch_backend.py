@@ -1,4 +1,4 @@
-"""PyTorch backend for checkpoints (``.pth``/``.pt``/``.safetensors``, DINO or DINOv2).
+"""PyTorch backend for checkpoints (``.pth``/``.pt``/``.safetensors``: DINO, DINOv2, DINOv3).
 
 torch and dino_models are imported only when this backend is built, so the rest of the runtime
 imports without them. Checkpoints are read through ``dino_models.checkpoint.load_backbone``
@@ -27,7 +27,7 @@ PRECISIONS = ("fp32", "bf16")
 
 
 class TorchBackend:
-    """A DINO or DINOv2 checkpoint run by PyTorch at a fixed input size (H, W)."""
+    """A checkpoint of any family run by PyTorch at a fixed input size (H, W)."""
 
     name = "torch"
 
@@ -35,6 +35,7 @@ class TorchBackend:
         try:
             import torch
 
+            from dino_models import backbone as bb
             from dino_models.checkpoint import load_backbone
         except ImportError as e:
             raise BackendUnavailable(f"the torch backend needs PyTorch ({e}): pip install "
@@ -57,15 +58,17 @@ class TorchBackend:
             raise ModelError(f"input size {size[0]}x{size[1]} is not a multiple of the "
                              f"patch size {info.patch_size}")
         grid = (size[0] // info.patch_size, size[1] // info.patch_size)
-        outputs = {"cls": ["B", info.embed_dim], "attn": ["B", info.num_heads, *grid],
-                   "patch": ["B", grid[0] * grid[1], info.embed_dim]}
-        if info.num_registers:
-            outputs["attn_registers"] = ["B", info.num_heads, info.num_registers]
+        heads, registers = bb.num_heads(model), model.num_registers
+        outputs = {"cls": ["B", info.embed_dim], "patch": ["B", grid[0] * grid[1], info.embed_dim]}
+        if model.has_attention:
+            outputs["attn"] = ["B", heads, *grid]
+        if registers:
+            outputs["attn_registers"] = ["B", heads, registers]
         self.metadata = ModelMetadata(
             arch=info.arch, patch_size=info.patch_size, embed_dim=info.embed_dim,
-            num_heads=info.num_heads, depth=info.depth, img_size=size, outputs=outputs,
+            num_heads=heads, depth=bb.depth(model), img_size=size, outputs=outputs,
             precision=self.precision, batch=BatchSpec(fixed=None, dynamic=(1, 8, 1024)),
-            family=info.family, num_registers=info.num_registers,
+            family=model.family, num_registers=registers, has_attention=model.has_attention,
             checkpoint_sha256=info.sha256)
         self.device = f"torch {self.torch_device} {self.metadata.precision}"
         try:  # an --input-size or a checkpoint shape out of range
@@ -76,8 +79,9 @@ class TorchBackend:
         if self.runs_on_host:  # the position embedding is the first size-dependent tensor
             check_inference_memory(self.metadata, 1, str(model_path),
                                    smaller_size="run it at a smaller --input-size")
-        with torch.no_grad():
-            self.pos_embed = model.pos_embed_for_size(*size).to(self.torch_device)
+        with torch.no_grad():   # the position term of this size, computed once (or None)
+            pos = bb.position_constant(model, *size)
+            self.pos_embed = pos.to(self.torch_device) if pos is not None else None
 
     @staticmethod
     def _default_size(options: BackendOptions, info) -> tuple[int, int]:
@@ -102,6 +106,8 @@ class TorchBackend:
         with torch.inference_mode(), torch.autocast(self.torch_device.type, dtype=self.dtype,
                                                    enabled=self.dtype != torch.float32):
             out = self.model.forward_single_pass(x, self.pos_embed)
+        if out.attn is None:
+            return ModelOutputs(_numpy(out.cls), None, _numpy(out.patch))
         registers = _numpy(out.attn_registers) if self.metadata.num_registers else None
         return ModelOutputs(_numpy(out.cls), _numpy(out.attn.unflatten(-1, self.metadata.grid)),
                             _numpy(out.patch), registers)

@@ -181,7 +181,7 @@ class TensorRTBackend:
             results[name] = out
         self.cuda.check(self.cuda.rt.cudaStreamSynchronize(self.stream))
         named = {name: out.astype(np.float32) for name, out in results.items()}
-        return ModelOutputs(named["cls"], named["attn"], named.get("patch"),
+        return ModelOutputs(named["cls"], named.get("attn"), named.get("patch"),
                             named.get("attn_registers"))
 
     def __del__(self) -> None:

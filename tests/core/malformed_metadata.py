@@ -49,7 +49,7 @@ MALFORMED: list[tuple[str, str, str | None, str]] = [
     ("input-name-mismatch", "input_name", '"images_bgr"',
      "input_name 'images_bgr' does not fit input_format 'float_nchw_rgb_normalized'"),
     ("precision", "precision", '"fp64"', "precision 'fp64': expected one of fp32, fp16"),
-    ("family", "family", '"dinov3"', "family 'dinov3': expected one of dino, dinov2"),
+    ("family", "family", '"dinov4"', "family 'dinov4': expected one of dino, dinov2, dinov3"),
     ("weight-bits-of-a-float-file", "weight_bits", "7", "weight_bits 7: expected 0 for a fp32"),
     ("weight-bits-string", "weight_bits", '"0"', "weight_bits '0': expected 0 for a fp32 file"),
     ("registers", "num_registers", "1000", "num_registers 1000: expected an integer in 0..64"),

@@ -104,9 +104,9 @@ def test_pca_parts_contact_sheet_with_one_basis(tmp_path):
     from dino_export import ExportConfig, export_onnx
     from dino_models.archs import resolve_arch
     torch.manual_seed(5)
-    model = tmp_path / "v2.onnx"
-    export_onnx(resolve_arch("dinov2_s14_reg").build(depth=1), model,
-                ExportConfig(img_size=(98, 98), outputs=("cls", "attn", "patch")))
+    model = tmp_path / "v3.onnx"   # a DINOv3 file, as the example's usage shows
+    export_onnx(resolve_arch("dinov3_s16").build(depth=1, layerscale_init=1.0), model,
+                ExportConfig(img_size=(96, 96), outputs=("cls", "attn", "patch")))
     photos = tmp_path / "photos"
     photos.mkdir()
     rng = np.random.default_rng(0)

@@ -45,12 +45,40 @@ def deterministic_images(batch: int, height: int, width: int, seed: int) -> np.n
 
 def load_deterministic(model, name: str) -> dict[str, tuple[int, ...]]:
     """Fill a torch ``model`` strictly with :func:`deterministic_state` seeded by ``name``
-    (the configuration's name); returns its key -> shape map."""
+    (the configuration's name); returns its key -> shape map. DINOv3's buffers are set as a
+    released checkpoint holds them (:func:`dinov3_buffers`), not drawn."""
     import torch
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    state = deterministic_state(shapes, name_seed(name))
+    buffers = dinov3_buffers(shapes)
+    state = deterministic_state({k: v for k, v in shapes.items() if k not in buffers},
+                                name_seed(name))
+    state.update(buffers)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     return shapes
+
+
+def bfloat16_rounded(a: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bfloat16 (ties to even), kept as float32."""
+    bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16 << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def dinov3_buffers(shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """The DINOv3 buffers among ``shapes``, with the values of a released file: the key-bias
+    masks 1 over the query and value thirds, 0 over the keys; the RoPE periods (base 100)
+    rounded to bfloat16, as the official checkpoints store them."""
+    out = {}
+    for name, shape in shapes.items():
+        if name.endswith("qkv.bias_mask"):
+            mask = np.ones(shape, np.float32)
+            mask[shape[0] // 3: 2 * shape[0] // 3] = 0.0
+            out[name] = mask
+        elif name.endswith("rope_embed.periods"):
+            quarter = shape[0]
+            exponents = 2 * np.arange(quarter, dtype=np.float32) / np.float32(2 * quarter)
+            out[name] = bfloat16_rounded(np.float32(100.0) ** exponents)
+    return out
 
 
 def name_seed(name: str) -> int:
