@@ -12,8 +12,9 @@ The official script builds dense ``(h w) x (h w)`` affinities per context frame 
 0/1 neighbourhood mask made by four nested Python loops (1.2 GB for ViT-S/8 at 480p). Here the
 grid is cut into tiles of target patches; each tile is compared with the window of source
 patches its neighbourhoods cover (a few hundred patches instead of h w), in one matrix
-product over all context frames. Out-of-window sources get -inf, which no top-k keeps and
-``exp`` turns into 0, exactly as the official mask's zeros (exp > 0 everywhere else).
+product over all context frames. What lies outside a target's own neighbourhood is never
+selected (its maxima and values are read over its own rows and columns of the window), which is
+what the official mask's zeros do: exp > 0 everywhere else, so no zero reaches the top-k.
 
 The top-k needs only the k-th largest value per target: it is found among the source rows
 (of one tile's window) with the k largest row maxima, since every value above the k-th lies
@@ -25,6 +26,7 @@ float32 with C the object count plus background.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,23 +38,24 @@ TILE = 8            # target patches per tile side: see _tile_side
 @dataclass(frozen=True)
 class Tile:
     """Target patches ``ys x xs`` and the rows ``wy`` of its band's columns that their
-    neighbourhoods cover; ``bias`` (targets, window rows, 1, window columns) is 0 inside each
-    target's neighbourhood and -inf out (None: the whole window is every target's)."""
+    neighbourhoods cover. Target row i's neighbourhood holds window rows ``rows[i]`` (a
+    half-open range), target column j's window columns ``cols[j]``."""
 
     ys: slice
     xs: slice
     wy: slice
     band: int
-    bias: np.ndarray | None
+    rows: tuple[tuple[int, int], ...]
+    cols: tuple[tuple[int, int], ...]
 
 
 def layout(grid: tuple[int, int], radius: int) -> tuple[list[slice], list[Tile]]:
     """Column bands (the window columns of each column of tiles) and the tiles covering
     ``grid`` (h, w) for neighbourhood ``radius`` (0: the whole grid)."""
     h, w = grid
-    if radius <= 0 or (h <= radius + 1 and w <= radius + 1):  # every window is the whole grid
-        return [slice(0, w)], [Tile(slice(0, h), slice(0, w), slice(0, h), 0, None)]
-    side = _tile_side(radius)
+    if radius <= 0:
+        radius = max(h, w)
+    side = _tile_side(radius) if (h > radius + 1 or w > radius + 1) else max(h, w)
     bands, out = [], []
     for x0 in range(0, w, side):
         xs = slice(x0, min(w, x0 + side))
@@ -61,8 +64,16 @@ def layout(grid: tuple[int, int], radius: int) -> tuple[list[slice], list[Tile]]
         for y0 in range(0, h, side):
             ys = slice(y0, min(h, y0 + side))
             wy = slice(max(0, ys.start - radius), min(h, ys.stop + radius))
-            out.append(Tile(ys, xs, wy, len(bands) - 1, _window_bias(ys, xs, wy, wx, radius)))
+            out.append(Tile(ys, xs, wy, len(bands) - 1, _ranges(ys, wy, radius),
+                            _ranges(xs, wx, radius)))
     return bands, out
+
+
+def _ranges(targets: slice, window: slice, radius: int) -> tuple[tuple[int, int], ...]:
+    """Per target position, its neighbourhood as a range of window positions."""
+    return tuple((max(t - radius, window.start) - window.start,
+                  min(t + radius + 1, window.stop) - window.start)
+                 for t in range(targets.start, targets.stop))
 
 
 def _tile_side(radius: int) -> int:
@@ -72,14 +83,21 @@ def _tile_side(radius: int) -> int:
     return max(1, min(TILE, 2 * radius + 1))
 
 
-def _window_bias(ys: slice, xs: slice, wy: slice, wx: slice, radius: int) -> np.ndarray | None:
-    ty, tx = np.mgrid[ys, xs]
-    sy, sx = np.mgrid[wy, wx]
-    inside = ((np.abs(ty.reshape(-1, 1, 1) - sy[None]) <= radius)
-              & (np.abs(tx.reshape(-1, 1, 1) - sx[None]) <= radius))        # (b, ny, nx)
-    if inside.all():
-        return None
-    return np.where(inside, np.float32(0), np.float32(-np.inf))[:, :, None, :]
+_blas = None
+
+
+def one_blas_thread() -> AbstractContextManager:
+    """A context in which numpy's BLAS runs on one thread.
+
+    The tracker runs beside the model's inference, which keeps every core busy; OpenBLAS's
+    own threads then spin against it (its matrix products ran 7x slower on 2 threads than on 1
+    on the loaded 2-core machine, benchmarks/bench_tracking.py). Process-wide while it lasts.
+    """
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController   # scans the loaded libraries once
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -134,8 +152,9 @@ class LabelPropagation:
             raise RuntimeError("start() the propagation with a first frame")
         target = l2_normalize(features)
         out = np.empty(target.shape[:2] + (self.band_labels[0].shape[3],), np.float32)
-        for tile in self.tiles:
-            out[tile.ys, tile.xs] = self._propagate(tile, target[tile.ys, tile.xs])
+        with one_blas_thread():
+            for tile in self.tiles:
+                out[tile.ys, tile.xs] = self._propagate(tile, target[tile.ys, tile.xs])
         if self.context:
             self._store(self.next_slot, target, out)
             self.filled = min(self.filled + 1, self.context)
@@ -152,20 +171,16 @@ class LabelPropagation:
         ty, tx, dim = target.shape
         window = self.band_features[tile.band][tile.wy]        # (ny, slots, nx, D), contiguous
         ny, slots, nx = window.shape[:3]
-        scores = target.reshape(-1, dim) @ window.reshape(-1, dim).T   # (b, ny slots nx)
-        b = scores.shape[0]
-        view = scores.reshape(b, ny, slots, nx)
-        if tile.bias is not None:
-            view += tile.bias
-        if self.filled < self.context:           # ring slots not filled yet take no part
-            view[:, :, 1 + self.filled:] = -np.inf
-        rows = scores.reshape(b, ny * slots, nx)                # one row: one window row, one slot
-        row_max = rows.max(axis=2)
-        kth = self._kth_largest(rows, row_max)                  # (b,)
+        b, k = ty * tx, self.topk
+        scores = target.reshape(b, dim) @ window.reshape(-1, dim).T   # (b, ny slots nx)
+        rows = scores.reshape(b, ny * slots, nx)       # one row: one window row of one frame
+        row_max, row_ok, col_ok = self._row_maxima(tile, scores.reshape(ty, tx, ny, slots, nx))
+        kth = self._kth_largest(rows, row_max, row_ok, col_ok)             # (b,)
         # Every value >= the k-th lies in a row whose maximum reaches it (ties included).
-        target_i, row_i = np.nonzero(row_max >= kth[:, None])
-        values = rows[target_i, row_i]                          # (P, nx)
-        weights = np.exp(np.where(values >= kth[target_i, None], values, -np.inf) / TEMPERATURE)
+        target_i, row_i = np.nonzero(row_ok & (row_max >= kth[:, None]))
+        values = rows[target_i, row_i]                                      # (P, nx)
+        keep = col_ok[target_i] & (values >= kth[target_i, None])
+        weights = np.exp(np.where(keep, values, -np.inf) / TEMPERATURE)
         y, slot = np.divmod(row_i, slots)
         labels = self.band_labels[tile.band][tile.wy.start + y, slot]   # (P, nx, C)
         mixed = np.einsum("pn,pnc->pc", weights, labels)
@@ -173,15 +188,39 @@ class LabelPropagation:
         total = np.add.reduceat(weights.sum(axis=1), starts)
         return (np.add.reduceat(mixed, starts, axis=0) / total[:, None]).reshape(ty, tx, -1)
 
-    def _kth_largest(self, rows: np.ndarray, row_max: np.ndarray) -> np.ndarray:
-        """rows (b, R, n), row_max (b, R) -> (b,) the topk-th largest value of each target's
-        slice (-inf when it holds fewer: then every source counts, as in the official code)."""
+    def _row_maxima(self, tile: Tile, scores: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """scores (ty, tx, ny, slots, nx) -> each target's row maxima over its neighbourhood's
+        columns (b, ny slots), whether the row is in its neighbourhood and a filled frame
+        (b, ny slots), whether each window column is in its neighbourhood (b, nx).
+
+        Taken per target column, over the slice of columns its neighbourhood spans: no mask
+        is added to the scores (a pass over all of them), and no column outside is read."""
+        ty, tx, ny, slots, nx = scores.shape
+        row_max = np.empty((ty, tx, ny, slots), np.float32)
+        col_ok = np.zeros((ty, tx, nx), bool)
+        for j, (c0, c1) in enumerate(tile.cols):
+            np.max(scores[:, j, :, :, c0:c1], axis=-1, out=row_max[:, j])
+            col_ok[:, j, c0:c1] = True
+        row_ok = np.zeros((ty, tx, ny, slots), bool)
+        for i, (r0, r1) in enumerate(tile.rows):
+            row_ok[i, :, r0:r1, :1 + self.filled] = True  # ring slots not filled take no part
+        b = ty * tx
+        return row_max.reshape(b, -1), row_ok.reshape(b, -1), col_ok.reshape(b, nx)
+
+    def _kth_largest(self, rows: np.ndarray, row_max: np.ndarray, row_ok: np.ndarray,
+                     col_ok: np.ndarray) -> np.ndarray:
+        """rows (b, R, n) -> (b,) the topk-th largest value in each target's neighbourhood
+        (-inf when it holds fewer: then every source counts, as in the official code)."""
         b, count, n = rows.shape
         k = self.topk
-        if count * n <= k:
+        ranked = np.where(row_ok, row_max, -np.inf)
+        best = (np.argpartition(ranked, count - k, axis=1)[:, count - k:] if count > k
+                else np.broadcast_to(np.arange(count), (b, count)))
+        # only the k rows with the largest maxima can hold the k largest values
+        values = np.take_along_axis(rows, best[:, :, None], axis=1)
+        ok = np.take_along_axis(row_ok, best, axis=1)[:, :, None] & col_ok[:, None, :]
+        flat = np.where(ok, values, -np.inf).reshape(b, -1)
+        if flat.shape[1] < k:
             return np.full(b, -np.inf, np.float32)
-        if count > k:  # only the k rows with the largest maxima can hold the k largest values
-            best = np.argpartition(row_max, count - k, axis=1)[:, count - k:]
-            rows = np.take_along_axis(rows, best[:, :, None], axis=1)
-        flat = rows.reshape(b, -1)
         return np.partition(flat, flat.shape[1] - k, axis=1)[:, flat.shape[1] - k]

@@ -24,7 +24,7 @@ import numpy as np
 from dino_core.errors import OptionError, UserError
 
 from .palette import MAX_OBJECTS
-from .propagation import TEMPERATURE, LabelPropagation, l2_normalize
+from .propagation import TEMPERATURE, LabelPropagation, l2_normalize, one_blas_thread
 
 log = logging.getLogger(__name__)
 
@@ -134,22 +134,21 @@ class TrackFrame:
 
 
 def object_stats(labels: np.ndarray) -> list[ObjectStats]:
-    """labels (H, W) -> one :class:`ObjectStats` per id > 0 present, in id order."""
-    h, w = labels.shape
-    flat = labels.ravel()
-    counts = np.bincount(flat, minlength=1)
-    ids = np.flatnonzero(counts[1:]) + 1
-    if ids.size == 0:
-        return []
-    xs = np.bincount(flat, np.tile(np.arange(w, dtype=np.float64), h), len(counts))
-    ys = np.bincount(flat, np.repeat(np.arange(h, dtype=np.float64), w), len(counts))
+    """labels (H, W) -> one :class:`ObjectStats` per id > 0 present, in id order.
+
+    From each object's row and column counts: its box is where they are nonzero, its centroid
+    their weighted mean (two small projections instead of coordinate images per frame)."""
+    counts = np.bincount(labels.ravel())
     out = []
-    for i in ids:
+    for i in np.flatnonzero(counts[1:]) + 1:
         mask = labels == i
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        per_row, per_col = np.count_nonzero(mask, axis=1), np.count_nonzero(mask, axis=0)
+        rows, cols = np.flatnonzero(per_row), np.flatnonzero(per_col)
+        area = int(counts[i])
         box = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
-        out.append(ObjectStats(int(i), int(counts[i]), box,
-                               (xs[i] / counts[i], ys[i] / counts[i])))
+        centroid = (float(per_col @ np.arange(len(per_col))) / area,
+                    float(per_row @ np.arange(len(per_row))) / area)
+        out.append(ObjectStats(int(i), area, box, centroid))
     return out
 
 
@@ -160,14 +159,24 @@ def soft_to_labels(soft: np.ndarray, patch_size: int, frame_hw: tuple[int, int])
     normalisation, a NaN that ``torch.max`` takes as the maximum: it wins everywhere here too.
     """
     h, w, classes = soft.shape
-    up = cv2.resize(soft, (w * patch_size, h * patch_size), interpolation=cv2.INTER_LINEAR)
-    up = up.reshape(h * patch_size, w * patch_size, classes)
-    low, high = up.min(axis=(0, 1)), up.max(axis=(0, 1))
-    span = high - low
-    scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1), 0).astype(np.float32)
-    normed = np.where(high > 0, (up - low) * scale, up)
-    normed[:, :, (high > 0) & (span == 0)] = np.inf
-    ids = normed.argmax(axis=2).astype(np.uint8)
+    size = (w * patch_size, h * patch_size)
+    # One object at a time, each a contiguous plane: the argmax is a running maximum (the first
+    # of equal values wins, as in torch.max), with no (H, W, C) array in between.
+    best = ids = None
+    for c in range(classes):
+        plane = cv2.resize(np.ascontiguousarray(soft[:, :, c]), size,
+                           interpolation=cv2.INTER_LINEAR)
+        low, high = plane.min(), plane.max()
+        if high > 0 and high > low:
+            plane -= low
+            plane /= high - low
+        elif high > 0:
+            plane.fill(np.inf)
+        if best is None:
+            best, ids = plane, np.zeros(plane.shape, np.uint8)
+        else:
+            ids[plane > best] = c
+            np.maximum(best, plane, out=best)
     return nearest(ids, frame_hw)
 
 
@@ -319,7 +328,8 @@ def _vote(targets: np.ndarray, sources: np.ndarray, is_object: np.ndarray, topk:
     k = min(topk, len(sources))
     out = np.empty(len(targets), bool)
     for start in range(0, len(targets), chunk):    # bounded memory: chunk x S scores
-        scores = targets[start:start + chunk] @ sources.T
+        with one_blas_thread():
+            scores = targets[start:start + chunk] @ sources.T
         best = np.argpartition(scores, scores.shape[1] - k, axis=1)[:, -k:]
         weights = np.exp(np.take_along_axis(scores, best, axis=1) / TEMPERATURE)
         on_object = (weights * is_object[best]).sum(axis=1)
