@@ -122,6 +122,8 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
     if opts.render.pca and "patch" not in meta.outputs:
         raise UserError(f"--pca needs patch tokens, and {opts.model} exports only "
                                f"{', '.join(meta.outputs)}; re-export it with the patch output")
+    if opts.track.seeded:
+        runtime.require_patch("--track")
     if frame_hw is not None:
         hint = aspect_warning(frame_hw, meta.img_size, meta.patch_size)
         if hint:
@@ -209,8 +211,6 @@ def run(opts: RunOptions) -> int:
     # Every output check before the model loads; files appear on the first write.
     outputs = open_outputs(opts.outputs, source, opts.source.path, source.info.fps)
     runtime = load_runtime(opts, frame_hw)
-    if seed is not None:
-        runtime.require_patch("--track")
     track = opts.track.config(seed, armed=opts.display and "patch" in runtime.metadata.outputs
                               and opts.heads.mode != "all")
     pca = pca_options(opts.pca, runtime) if opts.render.pca else PcaOptions()

@@ -40,7 +40,12 @@ class TrackRequest:
         """The first frame's seed; the mask is read and checked here (against the first frame's
         size when the source tells it before the run: ``frame_hw`` (H, W))."""
         if self.box is not None:
-            return Seed(box=parse_box(self.box), origin="--track-box")
+            x, y, w, h = box = parse_box(self.box)
+            if frame_hw is not None and (x >= frame_hw[1] or y >= frame_hw[0] or x + w <= 0
+                                         or y + h <= 0):
+                raise TrackError(f"--track-box {x},{y},{w},{h} lies outside the "
+                                 f"{frame_hw[1]}x{frame_hw[0]} frame")
+            return Seed(box=box, origin="--track-box")
         if self.mask is None:
             return None
         origin = f"--track {self.mask}"
