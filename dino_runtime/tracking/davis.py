@@ -25,7 +25,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -35,7 +35,7 @@ from dino_core.fileio import atomic_write_bytes
 
 from .metrics import f_measure, jaccard, statistics
 from .palette import LabelImageError, encode_palette_png, read_labels
-from .tracker import Seed, Tracker, TrackOptions
+from .tracker import Seed, TrackConfig, TrackFrame, TrackOptions
 
 VOID = 255
 YEARS = ("2017", "2016")
@@ -175,43 +175,47 @@ def read_result(path: Path, shape: tuple[int, int], objects: int) -> np.ndarray:
 
 @dataclass
 class SequenceRun:
-    """How tracking one sequence went: frames and seconds in the model and in tracking."""
+    """How tracking one sequence went: frames, seconds in all and inside the model."""
 
     sequence: str
     frames: int = 0
+    seconds: float = 0.0
     model_seconds: float = 0.0
-    track_seconds: float = 0.0
+
+    def line(self) -> str:
+        rate = self.frames / max(self.seconds, 1e-9)
+        model = self.frames / max(self.model_seconds, 1e-9)
+        return (f"{self.sequence}: {self.frames} frames in {self.seconds:.1f} s, {rate:.2f} "
+                f"frames/s (model alone {model:.2f} frames/s)")
 
 
-# runtime(frames (B, H, W, 3)) -> patch tokens (B, h*w, D): the model, however it is run
-PatchModel = Callable[[list[np.ndarray]], np.ndarray]
-
-
-def track_sequence(davis: DavisSet, sequence: str, model: PatchModel, patch_size: int,
-                   grid: tuple[int, int], options: TrackOptions, out: Path,
-                   batch: int = 8) -> SequenceRun:
-    """Track ``sequence`` from its first annotation; write ``out/<seq>/<frame>.png`` (palette
-    PNGs named like the frames, each written whole) and return the timings."""
-    frames = davis.frames(sequence)
-    seed = Seed(labels=davis.labels(davis.annotations(sequence)[0]),
+def first_seed(davis: DavisSet, sequence: str) -> Seed:
+    return Seed(labels=davis.labels(davis.annotations(sequence)[0]),
                 origin=f"{sequence}: first annotation")
-    tracker = Tracker(options, patch_size, grid, seed)
-    folder = out / sequence
+
+
+def write_results(folder: Path, tracked: Iterable[tuple[str, TrackFrame]]) -> int:
+    """``folder/<frame name>.png`` for each (frame file name, tracking), each written whole;
+    returns how many."""
     folder.mkdir(parents=True, exist_ok=True)
-    run = SequenceRun(sequence)
-    for start in range(0, len(frames), batch):
-        paths = frames[start:start + batch]
-        images = [_read_frame(p) for p in paths]
-        t0 = time.perf_counter()
-        patches = model(images)
-        t1 = time.perf_counter()
-        for path, image, patch in zip(paths, images, patches):
-            track = tracker.update(image, patch)
-            atomic_write_bytes(encode_palette_png(track.labels), folder / f"{path.stem}.png")
-        run.model_seconds += t1 - t0
-        run.track_seconds += time.perf_counter() - t1
-        run.frames += len(paths)
-    return run
+    count = 0
+    for name, track in tracked:
+        atomic_write_bytes(encode_palette_png(track.labels), folder / f"{Path(name).stem}.png")
+        count += 1
+    return count
+
+
+def track_sequence(davis: DavisSet, sequence: str, runtime, options: TrackOptions,
+                   out: Path) -> SequenceRun:
+    """Track ``sequence`` from its first annotation through ``runtime``'s pipeline (dino-run's:
+    decoding, inference and tracking overlap) and write ``out/<seq>/<frame>.png``."""
+    from ..sources import ImageFiles
+    source = ImageFiles(davis.frames(sequence), f"{davis.root}: sequence {sequence}")
+    pipe = runtime.pipeline(source, keep_patch=False,
+                            track=TrackConfig(options, first_seed(davis, sequence)))
+    write_results(out / sequence, ((r.frame.name, r.track) for r in pipe.run()))
+    summary = pipe.summary
+    return SequenceRun(sequence, summary.frames, summary.seconds, summary.model_seconds)
 
 
 def _read_frame(path: Path) -> np.ndarray:
@@ -325,12 +329,9 @@ def _track_all(request: EvalRequest, echo: Callable[[str], None],
                  f"{size[1]}x{size[0]}; the official script runs them at {wanted[1]}x{wanted[0]}"
                  f" (export with --img-size {wanted[0]} {wanted[1]} to compare with it)")
             warned = True
-        meta = runtime.metadata
-        run = track_sequence(request.davis, sequence, lambda images: runtime(images).patch,
-                             meta.patch_size, meta.grid, request.options, request.output_dir,
-                             runtime.batch_size)
-        echo(f"{sequence}: {run.frames} frames, model {run.frames / max(run.model_seconds, 1e-9):.1f}"
-             f" frames/s, tracking {1000 * run.track_seconds / max(run.frames, 1):.1f} ms/frame")
+        run = track_sequence(request.davis, sequence, runtime, request.options,
+                             request.output_dir)
+        echo(run.line())
         yield run
 
 

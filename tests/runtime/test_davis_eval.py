@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dino_runtime.tracking import TrackOptions, encode_palette_png
+from dino_runtime.tracking import Tracker, TrackOptions, encode_palette_png
 from dino_runtime.tracking.davis import (
+    first_seed,
     official_size,
     open_davis,
     score_sequence,
     summary,
-    track_sequence,
+    write_results,
 )
 from dino_runtime.tracking.metrics import f_measure, jaccard, statistics
 from dino_runtime.tracking.tracker import nearest
@@ -88,26 +89,24 @@ def test_official_sizes():
     assert official_size((720, 540)) == (640, 480)     # portrait: width 480
 
 
-def oracle(davis, sequence: str, grid: tuple[int, int], noise: float = 0.05):
-    """A stand-in model whose patch features are the true object ids (one-hot, plus noise):
-    the evaluation's plumbing with a tracker that sees what a perfect backbone would."""
-    truth = iter([davis.labels(p) for p in davis.annotations(sequence)])
+def oracle_tracking(davis, sequence: str, grid: tuple[int, int], patch: int,
+                    noise: float = 0.05):
+    """(frame name, tracking) of a tracker whose patch features are the true object ids
+    (one-hot, plus noise): what a perfect backbone would give it."""
     rng = np.random.default_rng(0)
-
-    def model(images):
-        ids = [nearest(next(truth), grid) for _ in images]
-        return np.stack([(np.eye(8)[i] + noise * rng.standard_normal((*grid, 8))).reshape(-1, 8)
-                         for i in ids]).astype(np.float32)
-    return model
+    tracker = Tracker(TrackOptions(), patch, grid, first_seed(davis, sequence))
+    for frame, annotation in zip(davis.frames(sequence), davis.annotations(sequence)):
+        ids = nearest(davis.labels(annotation), grid)
+        features = np.eye(8)[ids] + noise * rng.standard_normal((*grid, 8))
+        image = np.zeros((*davis.labels(annotation).shape, 3), np.uint8)
+        yield frame.name, tracker.update(image, features.reshape(-1, 8).astype(np.float32))
 
 
 def test_oracle_features_track_through_occlusion_exit_and_reentry(davis_set, tmp_path):
     davis = open_davis(davis_set)
     scores, areas = [], []
     for sequence in davis.sequences:
-        run = track_sequence(davis, sequence, oracle(davis, sequence, (15, 26)), 8, (15, 26),
-                             TrackOptions(), tmp_path)
-        assert run.frames == 16
+        assert write_results(tmp_path / sequence, oracle_tracking(davis, sequence, (15, 26), 8)) == 16
         assert sorted(p.name for p in (tmp_path / sequence).iterdir()) == [
             f"{i:05d}.png" for i in range(16)]
         scored = score_sequence(davis, sequence, tmp_path)
