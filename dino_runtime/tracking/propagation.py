@@ -112,18 +112,18 @@ class LabelPropagation:
     propagation step. ``start`` with the first frame's features and labels, then ``step`` once
     per frame in order; ``step`` returns the frame's soft labels (h, w, C).
 
-    The context is kept per column band, ``(h, slots, band width, D)`` with slot 0 the first
-    frame and slots 1..context a ring: a tile's window over every slot is then one contiguous
-    block (its rows of its band), multiplied in place, and a new frame is copied in once, into
-    every band it belongs to (about 4x its size for ViT-S/16 at 480p), instead of gathering
-    each window for each frame.
+    The context is kept per column band, ``(D, h, slots, band width)`` with slot 0 the first
+    frame and slots 1..context a ring: a tile's window over every slot is then a matrix of D
+    contiguous rows (its rows of its band), multiplied in place, and a new frame is copied in
+    once, into every band it belongs to (about 4x its size for ViT-S/16 at 480p), instead of
+    gathering each window for each frame.
     """
 
     def __init__(self, context: int = 7, radius: int = 12, topk: int = 5) -> None:
         self.context, self.radius, self.topk = context, radius, topk
         self.bands: list[slice] = []
         self.tiles: list[Tile] = []
-        self.band_features: list[np.ndarray] = []   # per band (h, 1 + context, width, D)
+        self.band_features: list[np.ndarray] = []   # per band (D, h, 1 + context, width)
         self.band_labels: list[np.ndarray] = []     # per band (h, 1 + context, width, C)
         self.filled = 0        # ring slots in use
         self.next_slot = 1     # where the next frame goes (ring over slots 1..context)
@@ -139,7 +139,7 @@ class LabelPropagation:
             raise ValueError(f"labels {labels.shape[:2]} and features {(h, w)} differ in grid")
         slots, classes = 1 + self.context, labels.shape[2]
         self.bands, self.tiles = layout((h, w), self.radius)
-        self.band_features = [np.zeros((h, slots, wx.stop - wx.start, dim), np.float32)
+        self.band_features = [np.zeros((dim, h, slots, wx.stop - wx.start), np.float32)
                               for wx in self.bands]
         self.band_labels = [np.zeros((h, slots, wx.stop - wx.start, classes), np.float32)
                             for wx in self.bands]
@@ -163,16 +163,18 @@ class LabelPropagation:
 
     def _store(self, slot: int, features: np.ndarray, labels: np.ndarray) -> None:
         for wx, band_f, band_l in zip(self.bands, self.band_features, self.band_labels):
-            band_f[:, slot] = features[:, wx]
+            band_f[:, :, slot] = features[:, wx].transpose(2, 0, 1)
             band_l[:, slot] = labels[:, wx]
 
     def _propagate(self, tile: Tile, target: np.ndarray) -> np.ndarray:
         """Soft labels (ty, tx, C) of one tile's targets (ty, tx, D)."""
         ty, tx, dim = target.shape
-        window = self.band_features[tile.band][tile.wy]        # (ny, slots, nx, D), contiguous
-        ny, slots, nx = window.shape[:3]
+        window = self.band_features[tile.band][:, tile.wy]     # (D, ny, slots, nx)
+        ny, slots, nx = window.shape[1:]
         b, k = ty * tx, self.topk
-        scores = target.reshape(b, dim) @ window.reshape(-1, dim).T   # (b, ny slots nx)
+        # (b, D) x (D, ny slots nx): each feature's row of the window is contiguous, so the
+        # window is a strided matrix BLAS reads in place (faster than a transposed operand)
+        scores = target.reshape(b, dim) @ window.reshape(dim, -1)
         rows = scores.reshape(b, ny * slots, nx)       # one row: one window row of one frame
         row_max, row_ok, col_ok = self._row_maxima(tile, scores.reshape(ty, tx, ny, slots, nx))
         kth = self._kth_largest(rows, row_max, row_ok, col_ok)             # (b,)
