@@ -135,7 +135,7 @@ def official_stage(work: Path, official_code: str) -> None:
         name = FILES[kind]
         out = work / f"out_{backend}_{kind}"
         cmd = [*DINO_EVAL, "--davis", str(davis), "--model", str(work / name), "--backend",
-               backend, "--output-dir", str(out), "--overwrite", "--batch", "4"]
+               backend, "--output-dir", str(out), "--overwrite", "--batch", "1"]
         with Others() as others:
             wall, stdout, stderr, peak = timed_process(cmd)
         tracked = sum(float(s) for s in re.findall(r"frames in ([\d.]+) s", stderr))
