@@ -28,6 +28,7 @@ from .preprocess import InputSpec, Preprocessor
 from .render import RenderOptions
 from .results import BatchResult, FrameResult
 from .sources import Source, SourceSpec, open_source
+from .tracking import TrackConfig
 
 FIT_IMAGES = 64   # frames a PCA basis is fitted on at most (tokens: 64 x h*w x D floats)
 
@@ -115,27 +116,40 @@ class Runtime:
 
     def pipeline(self, source: Source, *, max_frames: int | None = None,
                  render: RenderOptions | None = None, live: bool | None = None,
-                 keep_patch: bool = True, pca: PcaOptions | None = None) -> Pipeline:
+                 keep_patch: bool = True, pca: PcaOptions | None = None,
+                 track: TrackConfig | None = None) -> Pipeline:
         """The threaded pipeline over an opened ``source`` (used by ``stream`` and the CLI);
-        ``pca``: the PCA view's basis and background rule (default: fitted on the first batch)."""
+        ``pca``: the PCA view's basis and background rule (default: fitted on the first batch);
+        ``track``: label propagation from a seed (models exported with the patch output)."""
+        if track is not None:
+            self.require_patch("tracking")
         config = PipelineConfig(batch=self.batch_size, max_frames=max_frames, live=live,
                                 render=render, heads=self.heads, threshold=self.threshold,
-                                keep_patch=keep_patch, pca=pca or PcaOptions())
+                                keep_patch=keep_patch, pca=pca or PcaOptions(), track=track)
         return Pipeline(source, self.backend, config, where=str(self.model))
 
     def stream(self, source: str | int | os.PathLike | Source, *, max_frames: int | None = None,
-               render: RenderOptions | None = None, live: bool | None = None
-               ) -> Iterator[FrameResult]:
-        """Results frame by frame, in order, from a camera index, path, glob, URL or Source.
+               render: RenderOptions | None = None, live: bool | None = None,
+               track: TrackConfig | None = None) -> Iterator[FrameResult]:
+        """Results frame by frame, in order, from a camera index, path, glob, URL or Source
+        (``track``: each result's ``track`` holds the tracked objects).
 
         The run's :class:`RunSummary` is in ``last_summary`` once the iteration ends.
         """
         if not hasattr(source, "frames"):
             source = open_source(SourceSpec(camera=source) if isinstance(source, int)
                                  else SourceSpec(path=str(source)))
-        pipe = self.pipeline(source, max_frames=max_frames, render=render, live=live)
+        pipe = self.pipeline(source, max_frames=max_frames, render=render, live=live,
+                             track=track)
         self.last_summary = pipe.summary
         yield from pipe.run()
+
+    def require_patch(self, what: str) -> None:
+        """:class:`UserError` unless the model outputs patch tokens (``what`` needs them)."""
+        if "patch" not in self.metadata.outputs:
+            raise UserError(f"{what} needs patch tokens, and {self.model} exports only "
+                            f"{', '.join(self.metadata.outputs)}; re-export it with "
+                            "dino-export ... --outputs cls,attn,patch")
 
     def fit_pca(self, source: str | os.PathLike | Source, *, foreground: bool = False,
                 threshold: float = 0.0, max_images: int = FIT_IMAGES) -> PcaBasis:

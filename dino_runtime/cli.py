@@ -2,6 +2,7 @@
 
     dino-run --model vits16.onnx --camera 0 --show-attention
     dino-run --model vits16.onnx --source clip.mp4 --mask --save out.mp4 --embeddings cls.npy --no-display
+    dino-run --model vits16.onnx --source clip.mp4 --track first.png --masks-dir masks/ --no-display
 
 Exit status (``dino_core.cli``): 0 done (also after q/Esc), 1 a problem with the input, 2 a
 usage error (one line on stderr each), 128 + the signal after Ctrl-C (130), SIGTERM (143) or
@@ -35,6 +36,8 @@ from .postprocess import HeadSelection
 from .preprocess import aspect_warning
 from .render import RenderOptions
 from .sources import ImageFiles, Source, SourceSpec, open_source
+from .tracking import TrackOptions
+from .tracking.request import TrackRequest
 
 log = logging.getLogger("dino_runtime.cli")  # not __name__: "__main__" under python -m
 
@@ -77,6 +80,7 @@ class RunOptions:
     max_frames: int | None
     display: bool
     pca: PcaRequest = PcaRequest()
+    track: TrackRequest = TrackRequest()
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -119,6 +123,8 @@ def load_runtime(opts: RunOptions, frame_hw: tuple[int, int] | None) -> Runtime:
     if opts.render.pca and "patch" not in meta.outputs:
         raise UserError(f"--pca needs patch tokens, and {opts.model} exports only "
                                f"{', '.join(meta.outputs)}; re-export it with the patch output")
+    if opts.track.seeded:
+        runtime.require_patch("--track")
     if frame_hw is not None:
         hint = aspect_warning(frame_hw, meta.img_size, meta.patch_size)
         if hint:
@@ -167,6 +173,16 @@ def save_pca(basis: PcaBasis | None, path: str | None) -> None:
     click.echo(f"dino-run: PCA basis written to {path}", err=True)
 
 
+def open_display(pipe: Pipeline) -> Display:
+    """The window; with a tracker, a box drawn with the mouse (re)starts it and ``c`` clears it."""
+    tracker = pipe.tracker
+    if tracker is None:
+        return Display()
+    from .tracking import Seed
+    return Display(on_box=lambda box: tracker.request(Seed(box=box, origin="the mouse box")),
+                   keys={ord("c"): lambda: tracker.request(None)})
+
+
 def consume(pipe: Pipeline, outputs: Outputs, display: Display | None) -> None:
     """The main-thread stage: write every result, show it, stop on q/Esc."""
     with contextlib.closing(pipe.run()) as results:
@@ -204,9 +220,13 @@ def run(opts: RunOptions) -> int:
     if opts.display:
         check_display_available()
     source = open_source(opts.source)
+    frame_hw = first_frame_hw(source)
+    seed = opts.track.seed(frame_hw)
     # Every output check before the model loads; files appear on the first write.
     outputs = open_outputs(opts.outputs, source, opts.source.path, source.info.fps)
-    runtime = load_runtime(opts, first_frame_hw(source))
+    runtime = load_runtime(opts, frame_hw)
+    track = opts.track.config(seed, armed=opts.display and "patch" in runtime.metadata.outputs
+                              and opts.heads.mode != "all")
     pca = pca_options(opts.pca, runtime) if opts.render.pca else PcaOptions()
     meta = runtime.metadata
     registers = f" + {meta.num_registers} registers" if meta.num_registers else ""
@@ -220,8 +240,8 @@ def run(opts: RunOptions) -> int:
     needs_image = opts.display or opts.outputs.save is not None
     render = opts.render if needs_image or opts.pca.save else None
     pipe = runtime.pipeline(source, max_frames=opts.max_frames, render=render,
-                            keep_patch=False, pca=pca)
-    display = Display() if opts.display else None
+                            keep_patch=False, pca=pca, track=track)
+    display = open_display(pipe) if opts.display else None
     # Ctrl-C, SIGTERM, SIGHUP: stop the stages and commit the outputs; a second one aborts
     # the wait but still commits. Any other failure leaves earlier outputs as they were.
     with GracefulStop(pipe.stop) as stop:
@@ -265,6 +285,18 @@ def run(opts: RunOptions) -> int:
 @click.option("--overwrite", is_flag=True,
               help="Replace existing --save/--embeddings files and an earlier run's masks in "
                    "--masks-dir (once this run succeeds).")
+@click.option("--track", "track_mask", metavar="MASK.png",
+              help="Track the objects of this first-frame mask (a DAVIS palette PNG, or a 0/255 "
+                   "mask for one object).")
+@click.option("--track-box", metavar="X,Y,W,H", help="Track the object in this box of the first frame.")
+@click.option("--track-json", type=click.Path(dir_okay=False),
+              help="Write each frame's tracked objects (area, box, centroid) as JSON lines, live.")
+@click.option("--track-context", type=int, default=TrackOptions.context, show_default=True,
+              help="Last frames kept as context besides the first.")
+@click.option("--track-radius", type=int, default=TrackOptions.radius, show_default=True,
+              help="Neighbourhood half-size in patches (0: the whole frame).")
+@click.option("--track-topk", type=int, default=TrackOptions.topk, show_default=True,
+              help="Affinities kept per patch.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Frames per inference call.")
 @click.option("--backend", type=click.Choice(BACKEND_CHOICES), default="auto", show_default=True)
 @click.option("--device", default="auto", show_default=True,
@@ -276,7 +308,8 @@ def run(opts: RunOptions) -> int:
 @click.option("--max-frames", type=click.IntRange(min=1), help="Stop after this many frames.")
 @click.option("--no-display", is_flag=True, help="No window (headless machines, batch jobs).")
 def command(model, camera, source, show_attention, heads, mask, threshold, pca, pca_fit, pca_save,
-            pca_foreground, pca_threshold, save, embeddings, masks_dir, overwrite, batch, backend,
+            pca_foreground, pca_threshold, save, embeddings, masks_dir, overwrite, track_mask,
+            track_box, track_json, track_context, track_radius, track_topk, batch, backend,
             device, precision, input_size, max_frames, no_display) -> int:
     """Run a DINO model on a video, images, a stream or a camera."""
     if (camera is None) == (source is None):
@@ -289,12 +322,16 @@ def command(model, camera, source, show_attention, heads, mask, threshold, pca, 
         render=RenderOptions(attention=show_attention, mask=mask, pca=pca),
         heads=parse_heads(heads),
         threshold=threshold if (mask or masks_dir) else None,
-        outputs=OutputRequest(save, embeddings, masks_dir, overwrite), batch=batch,
+        outputs=OutputRequest(save, embeddings, masks_dir, overwrite, track_json,
+                              track=bool(track_mask or track_box)), batch=batch,
         backend=backend,
         device=device, precision=precision, input_size=parse_size(input_size),
         max_frames=max_frames, display=not no_display,
-        pca=PcaRequest(pca_fit, pca_save, pca_foreground, pca_threshold))
+        pca=PcaRequest(pca_fit, pca_save, pca_foreground, pca_threshold),
+        track=TrackRequest(track_mask, track_box, track_json,
+                           TrackOptions(track_context, track_radius, track_topk)))
     opts.pca.check(pca)
+    opts.track.check(opts.display, opts.heads.mode == "all")
     return run(opts)
 
 

@@ -20,6 +20,7 @@ from dino_core.fileio import probe_writable
 
 from .results import FrameResult
 from .sources import ImageFiles, Source, glob_matches
+from .tracking.sinks import TrackJsonl, TrackPngs
 from .writers import (
     MASK_NAME,
     MaskPngs,
@@ -39,6 +40,8 @@ class OutputRequest:
     embeddings: str | None = None
     masks_dir: str | None = None
     overwrite: bool = False
+    track_json: str | None = None  # tracked objects per frame, JSON lines
+    track: bool = False            # --masks-dir holds the tracking's palette PNGs
 
 
 class Outputs:
@@ -70,7 +73,8 @@ class Outputs:
         """What a failed run says about its outputs ('' when it wrote nothing)."""
         if not kept:
             return ""
-        return (f"; nothing was written to {', '.join(str(s.path) for s in self.sinks)}; "
+        untouched = [str(s.path) for s in self.sinks if s.path not in kept]  # live files keep theirs
+        return (f"; nothing was written to {', '.join(untouched)}; "
                 f"partial output kept as {', '.join(str(p) for p in kept)}")
 
 
@@ -83,7 +87,10 @@ def open_outputs(request: OutputRequest, source: Source, source_text: str | None
     if request.embeddings:
         sinks.append(embeddings_sink(request.embeddings))
     if request.masks_dir:
-        sinks.append(MaskPngs(request.masks_dir, request.overwrite))
+        pngs = TrackPngs if request.track else MaskPngs
+        sinks.append(pngs(request.masks_dir, request.overwrite))
+    if request.track_json:
+        sinks.append(TrackJsonl(request.track_json))
     for sink in sinks:
         _check_not_an_input(sink, source, source_text)
     for sink in sinks:

@@ -33,6 +33,7 @@ from .preprocess import InputSpec, Preprocessor
 from .render import RenderOptions, render
 from .results import FrameResult
 from .sources import Frame, Source
+from .tracking import TrackConfig, Tracker, draw_tracking
 
 _END = object()          # end-of-stream marker passed down the queues
 POLL_S = 0.05            # how often blocked stages look at the stop flag
@@ -49,6 +50,7 @@ class PipelineConfig:
     threshold: float | None = None  # mass threshold for masks; None: no masks
     keep_patch: bool = False       # keep patch tokens in the results (and PCA needs them)
     pca: PcaOptions = field(default_factory=PcaOptions)  # the PCA view's basis, background rule
+    track: TrackConfig | None = None  # label propagation from a seed (needs patch tokens)
 
 
 @dataclass
@@ -84,11 +86,15 @@ class RunSummary:
 class PostProcessor:
     """Model outputs for a batch -> one :class:`FrameResult` per frame (masks, overlays)."""
 
-    def __init__(self, config: PipelineConfig, grid: tuple[int, int]) -> None:
+    def __init__(self, config: PipelineConfig, grid: tuple[int, int], patch_size: int = 16
+                 ) -> None:
         self.config = config
         self.grid = grid
         self.pca = (config.pca.colors() if config.render is not None and config.render.pca
                     else None)
+        # One tracker per stream: all its state (context ring, first labels) lives in it.
+        self.tracker: Tracker | None = (config.track.tracker(grid, patch_size)
+                                        if config.track is not None else None)
 
     def __call__(self, frames: list[Frame], out: ModelOutputs) -> list[FrameResult]:
         cfg = self.config
@@ -101,12 +107,14 @@ class PostProcessor:
         colors = self.pca(out.patch, self.grid) if self.pca is not None else None
         results = []
         for i, frame in enumerate(frames):
+            track = self.tracker.update(frame.image, out.patch[i]) if self.tracker else None
             rendered = None
             if draw is not None:
                 rendered = render(frame.image, _at(heat, i), _at(masks, i), _at(colors, i), draw)
+                rendered = draw_tracking(rendered, track)
             patch = out.patch[i] if cfg.keep_patch and out.patch is not None else None
             results.append(FrameResult(frame, out.cls[i], _at(out.attn, i), _at(maps, i),
-                                       _at(masks, i), patch, rendered))
+                                       _at(masks, i), patch, rendered, track))
         return results
 
 
@@ -126,7 +134,7 @@ class Pipeline:
         self.live = source.info.live if config.live is None else config.live
         self.batch, self.pad_to = backend.metadata.batch.calls(config.batch)
         self.pre = Preprocessor(InputSpec.from_metadata(backend.metadata))
-        self.post = PostProcessor(config, backend.metadata.grid)
+        self.post = PostProcessor(config, backend.metadata.grid, backend.metadata.patch_size)
         self.summary = RunSummary()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -161,6 +169,11 @@ class Pipeline:
     def pca_basis(self) -> PcaBasis | None:
         """The PCA view's basis: the given one, or the one fitted on the first batch."""
         return self.post.pca.fitted if self.post.pca is not None else None
+
+    @property
+    def tracker(self) -> Tracker | None:
+        """The stream's tracker (``request`` restarts or stops it), when tracking is on."""
+        return self.post.tracker
 
     def stop(self, reason: str) -> None:
         """Ask every stage to finish; the first reason given is the one reported."""

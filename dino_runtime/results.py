@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .sources import Frame
+
+if TYPE_CHECKING:
+    from .tracking import TrackFrame
 
 
 @dataclass
@@ -31,6 +35,7 @@ class FrameResult:
     masks: np.ndarray | None = None     # (k, h, w) bool
     patch: np.ndarray | None = None     # (h*w, D)
     rendered: np.ndarray | None = None  # (H, W, 3) uint8 frame with overlays, when rendering
+    track: TrackFrame | None = None     # tracked objects, when tracking (dino_runtime.tracking)
 
     @property
     def index(self) -> int:

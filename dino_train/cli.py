@@ -1,4 +1,5 @@
-"""``dino-train`` (pretraining) and ``dino-eval knn`` (weighted k-NN evaluation).
+"""``dino-train`` (pretraining), ``dino-eval knn`` (weighted k-NN evaluation) and ``dino-eval
+davis`` (video object segmentation by label propagation, scored with DAVIS's J and F).
 
 ``dino-train``'s options are made from :class:`~dino_train.config.TrainConfig`'s fields, so each
 default, help text and valid range is written once. Every official ``main_dino.py`` argument
@@ -184,6 +185,74 @@ def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data:
                 "train_images": len(train.paths), "val_images": len(val.paths),
                 "temperature": temperature, "image_size": image_size,
                 "results": [r.__dict__ for r in results]}, indent=2) + "\n", json_path)
+        except OSError as e:
+            raise OutputError(f"--json {json_path}: cannot write it ({e.strerror or e})") from None
+
+
+@eval_group.command("davis")
+@click.option("--davis", "davis_root", required=True, metavar="DIR",
+              help="DAVIS folder: JPEGImages/480p, Annotations/480p, ImageSets")
+@click.option("--model", help="exported .onnx/.engine with patch tokens, or a checkpoint; "
+                              "tracks every sequence from its first annotation")
+@click.option("--output-dir", help="where the result PNGs go (<dir>/<sequence>/<frame>.png); "
+                                   "required with --model")
+@click.option("--results", metavar="DIR", help="score these result PNGs instead of running a model")
+@click.option("--year", type=click.Choice(["2017", "2016"]), default="2017", show_default=True,
+              help="2017: several objects per sequence; 2016: one (every annotated pixel)")
+@click.option("--set", "subset", default="val", show_default=True, help="ImageSets list")
+@click.option("--sequences", help="comma-separated sequences instead of the whole list")
+@click.option("--track-context", type=click.IntRange(min=0), default=7, show_default=True,
+              help="last frames kept as context besides the first (official --n_last_frames)")
+@click.option("--track-radius", type=click.IntRange(min=0), default=12, show_default=True,
+              help="neighbourhood half-size in patches, 0: whole frame "
+                   "(official --size_mask_neighborhood)")
+@click.option("--track-topk", type=click.IntRange(min=1), default=5, show_default=True,
+              help="affinities kept per patch (official --topk)")
+@click.option("--backend", default="auto", show_default=True, help="as dino-run's")
+@click.option("--device", default="auto", show_default=True, help="as dino-run's")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+              show_default=True, help="as dino-run's")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--overwrite", is_flag=True, help="replace earlier results in --output-dir")
+@click.option("--json", "json_path", default=None, help="also write the scores to this file")
+def davis_command(davis_root: str, model: str | None, output_dir: str | None,
+                  results: str | None, year: str, subset: str, sequences: str | None,
+                  track_context: int, track_radius: int, track_topk: int, backend: str,
+                  device: str, precision: str, batch: int, overwrite: bool,
+                  json_path: str | None) -> None:
+    """DAVIS J and F of label propagation over a model's patch features (official protocol).
+
+    Runs on the base install (no torch) for exported files: the tracking is dino-run's.
+    """
+    import logging
+
+    from dino_core.fileio import atomic_write_text
+    from dino_runtime.tracking import TrackOptions
+    from dino_runtime.tracking.davis import EvalRequest, evaluate, format_table, open_davis
+    from dino_runtime.tracking.davis import scores_json
+    if (model is None) == (results is None):
+        raise OptionError("give one of --model (track, then score) and --results (score)")
+    if model is not None and output_dir is None:
+        raise OptionError("--model writes its results: add --output-dir DIR")
+    if json_path:
+        check_writable(json_path, "--json")
+    names = [s for s in (sequences or "").replace(" ", ",").split(",") if s]
+    davis = open_davis(davis_root, year, subset, names or None)
+    request = EvalRequest(davis, model, Path(output_dir) if output_dir else None,
+                          Path(results) if results else None,
+                          TrackOptions(track_context, track_radius, track_topk), backend,
+                          device, precision, batch, overwrite)
+    warn = logging.getLogger("dino_train.cli").warning
+    scores, runs = evaluate(request, echo=lambda line: click.echo(line, err=True), warn=warn)
+    click.echo(f"DAVIS {year} {subset}: {len(davis.sequences)} sequences, {len(scores)} objects")
+    click.echo(format_table(scores))
+    if json_path:
+        meta = {"davis": str(davis.root), "year": year, "set": subset, "model": model,
+                "results": str(output_dir or results),
+                "options": {"context": track_context, "radius": track_radius,
+                            "topk": track_topk}}
+        try:
+            atomic_write_text(scores_json(scores, runs, meta), json_path)
         except OSError as e:
             raise OutputError(f"--json {json_path}: cannot write it ({e.strerror or e})") from None
 

@@ -7,8 +7,10 @@ Stages, each a real command of the toolkit, timed:
   2. export    ``dino-export`` to ONNX with cls, attention and patch outputs, verified;
   3. run       ``dino-run`` on a real video (../shared/data/videos when present, else a clip made
                from the bundled photos with camera motion): attention video, masks, embeddings;
-  4. retrieval nearest frames by CLS embedding (cosine), written as a contact sheet;
-  5. report    ``runs/demo/report.md`` with every stage's time and throughput.
+  4. track     ``dino-run --track`` from the first frame's attention mask (what the model finds
+               salient in frame 0): label propagation over the patch features of every frame;
+  5. retrieval nearest frames by CLS embedding (cosine), written as a contact sheet;
+  6. report    ``runs/demo/report.md`` with every stage's time and throughput.
 """
 from __future__ import annotations
 
@@ -181,6 +183,22 @@ def stage_run(demo: Demo, model: Path, video: Path) -> Path:
     return emb
 
 
+def stage_track(demo: Demo, model: Path, video: Path) -> None:
+    """Track what the model attends to in frame 0 (its mass-threshold mask, the seed) through
+    the clip: palette masks, live JSON lines of the object's box, and the overlay video."""
+    cmd = [str(BIN / "dino-run"), "--model", str(model), "--source", str(video),
+           "--track", str(demo.out / "masks" / "000000.png"), "--save",
+           str(demo.out / "tracking.mp4"), "--masks-dir", str(demo.out / "track_masks"),
+           "--track-json", str(demo.out / "objects.jsonl"), "--batch", "4", "--max-frames",
+           str(demo.max_frames), "--no-display"]
+    took = demo.timed("track", cmd, f"dino-run --track on {video.name} from frame 0's "
+                      "attention mask", "track.log")
+    records = [json.loads(line) for line in (demo.out / "objects.jsonl").read_text().splitlines()]
+    found = sum(1 for r in records if r["objects"])
+    demo.stages[-1].throughput = (f"{len(records)} frames, {len(records) / took:.1f} frames/s "
+                                  f"end to end; object found in {found}")
+
+
 def stage_retrieval(demo: Demo, emb_path: Path, video: Path) -> None:
     start = time.perf_counter()
     emb = np.load(emb_path)["cls"].astype(np.float32)
@@ -239,6 +257,9 @@ def write_report(demo: Demo, video_origin: str) -> Path:
               "every frame, at the source's resolution and frame rate",
               "- `masks/`: one PNG mask per frame (official mass threshold 0.6)",
               "- `embeddings.npy`: one CLS embedding per frame",
+              "- `tracking.mp4`, `track_masks/`, `objects.jsonl`: the object of frame 0's "
+              "attention mask tracked by label propagation (overlay, DAVIS palette masks, "
+              "area/box/centroid per frame)",
               "- `retrieval.png`: each row a query frame (red) and its nearest frames",
               "- `model.onnx`: the exported model; logs: `*.log`", "", "## Retrieval", "",
               "| query frame | nearest frames (cosine) |", "|---|---|"]
@@ -266,6 +287,7 @@ def main() -> None:
         model = stage_export(demo, checkpoint)
         video, video_origin = demo_video(tmp)
         emb = stage_run(demo, model, video)
+        stage_track(demo, model, video)
         stage_retrieval(demo, emb, video)
         report = write_report(demo, video_origin)
     print(report.read_text())

@@ -17,12 +17,15 @@ def test_demo_writes_every_output(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = (out / "report.md").read_text()
-    for stage in ("| export |", "| run |", "| retrieval |"):
+    for stage in ("| export |", "| run |", "| track |", "| retrieval |"):
         assert stage in report
     assert "## Weights" in report and ("trained" in report or "official" in report)
     assert len(np.load(out / "embeddings.npy")["cls"]) == 12
     assert len(list((out / "masks").glob("*.png"))) == 12
     assert (out / "attention.mp4").stat().st_size > 0 and (out / "retrieval.png").exists()
+    assert len(list((out / "track_masks").glob("*.png"))) == 12
+    assert len((out / "objects.jsonl").read_text().splitlines()) == 12
+    assert (out / "tracking.mp4").stat().st_size > 0
 
 
 def test_demo_photos_without_shared_data(tmp_path, monkeypatch):

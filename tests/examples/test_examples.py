@@ -127,3 +127,17 @@ def test_pca_parts_contact_sheet_with_one_basis(tmp_path):
     _run(str(EXAMPLES / "pca_parts.py"), str(model), str(photos), str(again), "--basis",
          str(basis), "--side", "64", cwd=tmp_path)
     assert np.array_equal(cv2.imread(str(again)), image)
+
+
+def test_track_object_follows_the_box(tmp_path, tiny_pretrained, clip):
+    model = tmp_path / "m.onnx"
+    subprocess.run([str(Path(sys.executable).parent / "dino-export"), str(tiny_pretrained), "-o",
+                    str(model), "--img-size", "64", "112", "--outputs", "cls,attn,patch",
+                    "--no-verify"], check=True, capture_output=True)
+    out = tmp_path / "tracked.mp4"
+    stdout = _run(str(EXAMPLES / "track_object.py"), str(model), str(clip), "--box",
+                  "10,30,50,50", "--out", str(out), cwd=tmp_path)
+    lines = stdout.splitlines()
+    assert lines[0].startswith("frame 0: object 1: area ") and len(lines) == 25
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
