@@ -44,6 +44,7 @@ class Frame:
     image: np.ndarray
     name: str = ""             # file name, for image sources
     read_time: float = 0.0     # time.perf_counter() when decoded, for latency
+    stream: str = ""           # the name of the stream it belongs to, in a run of several
 
 
 @dataclass(frozen=True)
