@@ -70,4 +70,4 @@ def _label(value: str) -> str:
 
 
 def _number(value: float) -> str:
-    return repr(float(value)) if isinstance(value, float) else str(int(value))
+    return repr(round(value, 6)) if isinstance(value, float) else str(int(value))
