@@ -4,7 +4,6 @@ the stream reconnects; killed again for good, that stream ends alone after its r
 the other goes on; SIGTERM then ends the run with every stream's outputs committed."""
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import time
@@ -24,8 +23,8 @@ CLIP = "bikes.mp4"                   # 640x272, 25 frames/s, 10 s of H.264
 
 def gstreamer_missing() -> str | None:
     """Why the RTSP server cannot run here, or None."""
-    if not Path(SYSTEM_PYTHON).exists() or shutil.which("gst-inspect-1.0") is None:
-        return "needs /usr/bin/python3 and GStreamer (gstreamer1.0-tools)"
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"no {SYSTEM_PYTHON}"
     check = subprocess.run([SYSTEM_PYTHON, str(SERVER), "--check"], capture_output=True,
                            text=True, timeout=60)
     if check.returncode != 0:
@@ -37,8 +36,8 @@ MISSING = gstreamer_missing()
 pytestmark = pytest.mark.skipif(
     MISSING is not None,
     reason=f"the RTSP test needs GStreamer's RTSP server ({MISSING}): apt-get install -y "
-           "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-tools "
-           "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad")
+           "python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base "
+           "gstreamer1.0-plugins-good gstreamer1.0-plugins-bad")
 
 
 class RtspServer:
