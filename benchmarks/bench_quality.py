@@ -43,7 +43,7 @@ from dino_train.cpu_tuning import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Runs AE's recipe (BENCHMARKS.md, Training, Quality; met +10 at every k with seeds 0 and 1):
+# Runs AE's recipe (docs/benchmarks/training-quality.md; met +10 at every k with seeds 0 and 1):
 # ViT-Tiny/4 with 6 blocks, a 512-wide head with batch norm and 4,096 prototypes; DINO with
 # KoLeo (0.1) and iBOT's masked patches on every global crop, 5-30% of a crop's patches hidden
 # (iBOT's default 10-50% hides too much of a 49-patch crop); 28-pixel global and 12-pixel local

@@ -29,7 +29,6 @@ from dino_core.errors import OptionError
 from dino_core.metadata import InputFormat
 from dino_runtime.preprocess import InputSpec, Preprocessor
 
-from .config import ExportConfig
 from .images import folder_images
 
 QUANTIZED_OPS = ["Conv", "MatMul", "Gemm"]
@@ -43,6 +42,21 @@ class QuantScheme:
     activation_type: str        # onnxruntime.quantization.QuantType member: QUInt8 | QInt8
     activation_symmetric: bool  # zero point 0
     quantize_bias: bool         # int32 bias through a DequantizeLinear, else a float bias
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What calibration reads: up to ``count`` images of ``folder`` at ``img_size`` (H, W), fed
+    as the graph takes them (uint8 BGR frames when ``preprocess`` is baked in, else normalised
+    float NCHW) in batches of ``batch``. Its own type, not the export config, so that this module
+    needs nothing from :mod:`dino_export.config` (whose validation reads the targets table, which
+    calls this module: issue 31's import circle)."""
+
+    folder: Path | None
+    count: int
+    img_size: tuple[int, int]
+    preprocess: bool
+    batch: int
 
 
 CPU = QuantScheme("cpu", "QUInt8", activation_symmetric=False, quantize_bias=True)
@@ -59,16 +73,17 @@ class _Reader:
         return next(self._items, None)
 
 
-def calibration_feeds(config: ExportConfig, batch: int) -> list[np.ndarray]:
-    """Images from ``config.calib_data`` in the graph's input format, in chunks of ``batch``."""
-    if config.calib_data is None:
+def calibration_feeds(calib: Calibration) -> list[np.ndarray]:
+    """Images from ``calib.folder`` in the graph's input format, in chunks of ``calib.batch``."""
+    if calib.folder is None:
         raise OptionError("int8 needs calibration images: pass --calib-data DIR")
-    feeds = folder_images(config.calib_data, config.calib_count, config.img_size)  # uint8 BGR
-    if not config.preprocess:  # the float input the runtime computes from these frames
-        to_float = Preprocessor(InputSpec(config.img_size, InputFormat.FLOAT_NCHW))
+    feeds = folder_images(calib.folder, calib.count, calib.img_size)  # uint8 BGR
+    if not calib.preprocess:  # the float input the runtime computes from these frames
+        to_float = Preprocessor(InputSpec(calib.img_size, InputFormat.FLOAT_NCHW))
         feeds = np.stack([to_float(frame) for frame in feeds])
     # A fixed-batch graph needs full batches: repeat images to fill the last one.
-    return [stack_padded(list(feeds[part]), batch) for part in chunks(len(feeds), batch)]
+    return [stack_padded(list(feeds[part]), calib.batch)
+            for part in chunks(len(feeds), calib.batch)]
 
 
 def activation_matmuls(proto: onnx.ModelProto) -> list[str]:
@@ -105,13 +120,12 @@ def unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     return proto
 
 
-def quantize_int8(proto: onnx.ModelProto, config: ExportConfig, scheme: QuantScheme = CPU
+def quantize_int8(proto: onnx.ModelProto, calib: Calibration, scheme: QuantScheme = CPU
                   ) -> onnx.ModelProto:
-    """Static QDQ int8 of ``proto`` (float32) calibrated on ``config.calib_data``."""
+    """Static QDQ int8 of ``proto`` (float32) calibrated on ``calib``'s images."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    batch = config.example_batch if config.dynamic_batch is None else 1
-    feeds = calibration_feeds(config, batch)
+    feeds = calibration_feeds(calib)
     input_name = proto.graph.input[0].name
     logging.getLogger("onnxruntime.quantization").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):

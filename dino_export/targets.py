@@ -33,13 +33,24 @@ def _fp16(proto: Any, config: Any) -> Any:
 
 
 def _int8(proto: Any, config: Any) -> Any:
-    from .quantize import quantize_int8
-    return quantize_int8(proto, config)
+    from .quantize import CPU
+    return _quantized(proto, config, CPU)
 
 
 def _int8_tensorrt(proto: Any, config: Any) -> Any:
-    from .quantize import TENSORRT, quantize_int8
-    return quantize_int8(proto, config, TENSORRT)
+    from .quantize import TENSORRT
+    return _quantized(proto, config, TENSORRT)
+
+
+def _quantized(proto: Any, config: Any, scheme: Any) -> Any:
+    """``config`` is an :class:`~dino_export.config.ExportConfig` (not imported: config imports
+    this table); quantize takes only the calibration part of it."""
+    from .quantize import Calibration, quantize_int8
+    # A dynamic-batch graph calibrates one image per call; a fixed one needs full batches.
+    batch = config.example_batch if config.dynamic_batch is None else 1
+    calib = Calibration(config.calib_data, config.calib_count, config.img_size,
+                        config.preprocess, batch)
+    return quantize_int8(proto, calib, scheme)
 
 
 def _engine(*args: Any, **kwargs: Any) -> Any:

@@ -123,7 +123,7 @@ def first_frame_hw(source: Source) -> tuple[int, int] | None:
 def load_runtime(opts: RunOptions, streams: list[Stream]) -> Runtime:
     # No warm-up call: in a whole process it is one more batch of work (0.24 s for ViT-S/16
     # int8 at batch 8, 2 s for ViT-S/8 bf16), and the first batch of the run already pays the
-    # one-time allocation it would have taken out (BENCHMARKS.md, Runtime: start-up).
+    # one-time allocation it would have taken out (docs/benchmarks/runtime.md: start-up).
     runtime = Runtime(opts.model, backend=opts.backend, device=opts.device, batch_size=opts.batch,
                       heads=opts.heads.mode if opts.heads.mode != "index" else opts.heads.index,
                       threshold=opts.threshold, input_size=opts.input_size,

@@ -5,7 +5,7 @@
 few tensor operations where the training runs. The per-image PIL pipeline
 (:class:`~dino_train.data.MultiCropAugmentation`) costs about 3 ms of one core per CIFAR image
 (ten 224/96-pixel crops: 28 ms), so on a GPU the workers, not the GPU, set the pace
-(BENCHMARKS.md, GPU), and on a 2-core CPU the worker's time is taken from the training threads.
+(docs/benchmarks/gpu.md), and on a 2-core CPU the worker's time is taken from the training threads.
 
 The transforms, their order and their parameter ranges are the official ones (those of
 ``MultiCropAugmentation``): random resized crop (scale, aspect 3/4-4/3), horizontal flip 0.5,

@@ -154,7 +154,7 @@ class CropConfig:
     random: bool = True  # False: deterministic resized views, for parity tests
     # Colour-jitter strength: 1 is the official ColorJitter(0.4, 0.4, 0.2, 0.1); 2 is close to
     # SimCLR's CIFAR-strength distortion. On CIFAR-10 in 30 CPU minutes it gave the same k-NN
-    # as 1 (BENCHMARKS.md, runs I and J).
+    # as 1 (docs/benchmarks/training-quality.md, runs I and J).
     color_jitter: float = 1.0
 
     @property

@@ -7,7 +7,7 @@ nothing until asked for, and then fails with a one-line :class:`BackendUnavailab
 what to install.
 
 ``--backend auto`` takes the rows in table order, which is the order of measured speed on each
-device (BENCHMARKS.md, Runtime): the first row that reads the file's type, runs on the device
+device (docs/benchmarks/runtime.md): the first row that reads the file's type, runs on the device
 (``--device auto`` is cuda when an NVIDIA GPU is visible, else cpu) and is installed. When that
 row cannot run the model here (:class:`BackendCannotRun`: its package does not import, or it
 cannot convert or compile the graph), a warning says so and the next such row is tried.
@@ -80,7 +80,7 @@ def _importable(package: str) -> bool:
 
 # Table order is auto's order: the fastest row first on each device kind (measured, see the
 # module docstring). OpenVINO before ONNX Runtime on CPUs: 1.1x for fp32 files at fp32, about
-# 2x with bf16 on CPUs with native bf16, 1.4-1.5x for int8 files (BENCHMARKS.md, Runtime).
+# 2x with bf16 on CPUs with native bf16, 1.4-1.5x for int8 files (docs/benchmarks/runtime.md).
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
     BackendEntry("tensorrt", "trt_backend", "TensorRTBackend", (".engine", ".plan"),
                  ("tensorrt",), "pip install 'dino-edge[trt]' (NVIDIA GPU only)",
