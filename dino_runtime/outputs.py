@@ -7,6 +7,11 @@ Before the model is loaded (:func:`open_outputs`): an output that is also an inp
 ``--overwrite``; every output folder must accept a new file (the error gives the system's
 reason). After the run, :meth:`Outputs.commit` when it succeeded or was stopped by a signal,
 :meth:`Outputs.abort` when it failed (see :mod:`.writers`).
+
+With several streams each has its own :class:`Outputs` (:func:`open_stream_outputs`), at paths
+made from what was typed by :meth:`OutputRequest.for_stream`: ``{stream}`` replaced by the
+stream's name, or a folder holding ``NAME.mp4`` / ``NAME.npy`` / ``NAME/``; a stream's outputs
+are committed when that stream ends, and the checks above run against every stream's source.
 """
 from __future__ import annotations
 

@@ -25,12 +25,12 @@ from typing import Any, Callable
 
 from dino_core.errors import OptionError, UserError
 
-from . import websocket
 from .http import HttpError, Request, read_request, response
 from .hub import FrameHub
 from .metrics import CONTENT_TYPE as METRICS_TYPE
 from .metrics import prometheus_text
 from .page import CONTENT_SECURITY_POLICY, PAGE
+from .websocket import BINARY, CLOSE, TEXT, accept, frame, handshake_headers, viewer_left
 
 HEAD_TIMEOUT_S = 5.0          # to send a request head
 SEND_TIMEOUT_S = 5.0          # a viewer whose socket takes no data this long is dropped
@@ -88,6 +88,7 @@ class LiveServer:
         self._slots = threading.BoundedSemaphore(options.max_viewers + EXTRA_CONNECTIONS)
         self._closed = threading.Event()
         self._threads: set[threading.Thread] = set()
+        self._conns: set[socket.socket] = set()
         try:
             self._sock = socket.create_server(
                 (options.host, options.port),
@@ -121,6 +122,11 @@ class LiveServer:
         self._sock.close()
         if self._accept_thread.is_alive():
             self._accept_thread.join(2.0)
+        for conn in list(self._conns):  # a viewer blocked in a send returns at once
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for thread in list(self._threads):
             thread.join(SEND_TIMEOUT_S + 1)
 
@@ -145,6 +151,7 @@ class LiveServer:
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
+        self._conns.add(conn)
         try:
             conn.settimeout(HEAD_TIMEOUT_S)
             try:
@@ -155,6 +162,7 @@ class LiveServer:
         except OSError:
             pass  # the client went away
         finally:
+            self._conns.discard(conn)
             conn.close()
             self._slots.release()
             self._threads.discard(threading.current_thread())
@@ -192,7 +200,7 @@ class LiveServer:
 
     # -- one viewer -------------------------------------------------------------------------
     def _viewer(self, conn: socket.socket, request: Request) -> None:
-        headers = websocket.handshake_headers(request)
+        headers = handshake_headers(request)
         counts = self.viewers
         with counts.lock:
             if counts.connected >= self.options.max_viewers:
@@ -201,7 +209,7 @@ class LiveServer:
             counts.connected += 1
             self.hub.viewers = counts.connected
         try:
-            conn.sendall(websocket.accept(headers))
+            conn.sendall(accept(headers))
             conn.settimeout(SEND_TIMEOUT_S)
             self._feed(conn)
         finally:
@@ -218,15 +226,15 @@ class LiveServer:
         while not self._closed.is_set():
             now = time.perf_counter()
             if now >= next_status:
-                conn.sendall(websocket.frame(websocket.TEXT,
+                conn.sendall(frame(TEXT,
                                              json.dumps(self.full_status()).encode()))
                 next_status = now + STATUS_INTERVAL_S
-            if websocket.viewer_left(conn):
+            if viewer_left(conn):
                 return
             self._send_frames(conn, seen, budget)
             self.hub.wait_newer(seen, min(STATUS_INTERVAL_S, max(0.0, next_status - now)))
         try:
-            conn.sendall(websocket.frame(websocket.CLOSE, b"\x03\xe9"))  # 1001: going away
+            conn.sendall(frame(CLOSE, b"\x03\xe9"))  # 1001: going away
         except OSError:
             pass
 
@@ -240,7 +248,7 @@ class LiveServer:
             if not budget.take(len(jpeg)):
                 skipped += 1
             else:
-                conn.sendall(websocket.frame(websocket.BINARY, i.to_bytes(2, "big") + jpeg))
+                conn.sendall(frame(BINARY, i.to_bytes(2, "big") + jpeg))
                 with self.viewers.lock:
                     self.viewers.frames_sent += 1
             if skipped > 0:

@@ -267,3 +267,29 @@ def test_a_stream_with_no_frame_fails_the_run_after_the_others_are_written(
         "1 corrupt, end of source); the other streams' outputs were written")
     assert len(np.load(tmp_path / "clip.npy")) == 60 and not (tmp_path / "broken.npy").exists()
     assert "all 2 streams: frames 60" in stdout
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "torch", "tensorrt"])
+def test_every_backend_runs_several_streams(backend, tiny_onnx, tiny_checkpoint, tiny_onnx_b3,
+                                            video_60, video_40, tmp_path, monkeypatch):
+    """The same per-stream numbers as a direct call, on each backend; TensorRT through the
+    fake bindings (tests/fake_tensorrt.py) with a fixed batch of 3, so mixed batches are
+    padded."""
+    if backend == "torch":
+        rt = Runtime(tiny_checkpoint, backend="torch", batch_size=4, precision="fp32",
+                     input_size=(64, 96))
+    elif backend == "tensorrt":
+        from tests.fake_tensorrt import install
+
+        from .test_trt_backend import engine_for
+        install(monkeypatch, "11.x")
+        rt = Runtime(engine_for(tiny_onnx_b3, tmp_path), backend="tensorrt", device="cuda",
+                     batch_size=3)
+    else:
+        rt = Runtime(tiny_onnx, backend=backend, batch_size=4, precision="auto")
+    results = list(rt.streams([video_60, video_40], max_frames=9))
+    for name in ("clip", "other"):
+        mine = [r for r in results if r.stream == name]
+        assert [r.index for r in mine] == list(range(9))
+        direct = rt([r.frame.image for r in mine])
+        np.testing.assert_allclose(np.stack([r.cls for r in mine]), direct.cls, atol=1e-4)
