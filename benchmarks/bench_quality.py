@@ -60,7 +60,9 @@ RECIPE = [
     "--momentum_teacher", "0.99", "--momentum-teacher-end", "0.995", "--drop_path_rate", "0",
     "--koleo-loss-weight", "0.1", "--ibot-loss-weight", "1", "--ibot-mask-probability", "1.0",
     "--ibot-mask-ratio", "0.05", "0.3",
-    "--num_workers", "1", "--precision", "bf16", "--seed", "0", "--log-every", "20",
+    # auto: bf16 where the CPU has native bf16 (the AVX512-BF16 machine AE ran on), else fp32;
+    # bf16 forced on a CPU without it is refused by dino-train (slower than fp32 there).
+    "--num_workers", "1", "--precision", "auto", "--seed", "0", "--log-every", "20",
 ]
 
 

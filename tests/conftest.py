@@ -2,23 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 from dino_models import DINOHead, VisionTransformer, vit_tiny
-
-
-@pytest.fixture(autouse=True)
-def _sigchld_as_before():
-    """A DataLoader with workers leaves torch's Python SIGCHLD handler installed in the test
-    process for good; each test gets the disposition the one before it started with (see the
-    Makefile's test target for the crash this once caused)."""
-    before = signal.getsignal(signal.SIGCHLD)
-    yield
-    signal.signal(signal.SIGCHLD, before)
 
 
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -15,10 +15,12 @@ run opens no connection and writes nothing under ``$HOME``.
 """
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import re
 import sys
+import threading
 import time
 from pathlib import Path
 from types import ModuleType
@@ -67,6 +69,36 @@ PRECISIONS = ("fp32", "bf16")           # what --precision may force; int8 comes
 OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
 FROM_OV = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 INTEL_DEVICE = re.compile(r"^(gpu|npu)(\.\d+)?$", re.IGNORECASE)
+
+
+_core: ov.Core | None = None
+_core_lock = threading.Lock()
+
+
+def shared_core() -> ov.Core:
+    """The process's one ``ov.Core``: made on first use and never released.
+
+    OpenVINO's CPU plugin (``ov::intel_cpu::SigAltStackSetup``, held by the plugin object each
+    Core loads) gives the thread that loads it a larger alternate signal stack, for the signal
+    frames of AMX state, and unmaps that stack when the plugin is released. Released on another
+    thread (the pipeline's inference thread dropping the last backend, the garbage collector
+    running in any thread) or after a second Core's plugin (two released out of order), it
+    cannot put back the first thread's earlier stack: that thread keeps an alternate signal
+    stack in unmapped memory, and the next signal it handles (every Python-level handler is
+    installed with SA_ONSTACK: SIGINT's, torch's DataLoader SIGCHLD handler) runs there and
+    dies with SIGSEGV, or writes over whatever was mapped at that address since (issue 31; the
+    reproducer is in the README's troubleshooting). One Core, loaded once and never released
+    (its extra reference is never dropped, so not even interpreter shutdown releases it on the
+    wrong thread), leaves every thread's stack valid. Compile settings are per call, so one
+    Core serves every backend.
+    """
+    global _core
+    with _core_lock:
+        if _core is None:
+            core = ov.Core()
+            ctypes.pythonapi.Py_IncRef(ctypes.py_object(core))  # never freed: see above
+            _core = core
+        return _core
 
 
 def ov_device(device: str) -> str:
@@ -222,7 +254,7 @@ class OpenVINOBackend:
             raise ModelError(f"{path}: no such model file")
         self.path = path
         device = ov_device(options.device)
-        self.core = ov.Core()
+        self.core = shared_core()
         check_available(self.core, device, options.device)
         precision = inference_precision(options.precision, device)
         self.model = read_graph(self.core, path)
