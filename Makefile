@@ -9,10 +9,14 @@ TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 .PHONY: venv sysdeps test demo clean
 
 # System packages some tests need: the C example (cmake, a C compiler with its sanitizer
-# runtimes), the display test (Xvfb, xdotool, xwd) and the no-telemetry test (strace).
-# Installed when missing and we may (root + apt); otherwise those tests skip and name what is
-# missing.
-SYSDEPS := cmake gcc xvfb xdotool x11-apps strace
+# runtimes), the display test (Xvfb, xdotool, xwd), the no-telemetry test (strace), the RTSP
+# test (GStreamer's RTSP server through the system Python: python3-gi and the gir binding, the
+# demuxer, parser and payloader plugins) and the live page test (headless Chromium and its
+# WebDriver). Installed when missing and we may (root + apt); otherwise those tests skip and
+# name what is missing.
+SYSDEPS := cmake gcc xvfb xdotool x11-apps strace \
+	python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad chromium chromium-driver
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -6,12 +6,14 @@
     out.cls, out.attn, out.masks                  # (B, D), (B, heads, h, w), (B, 1, h, w) bool
     for r in rt.stream("video.mp4"):              # or a camera index, folder, glob, URL
         r.index, r.timestamp, r.cls, r.masks
+    for r in rt.streams(["a.mp4", "rtsp://cam/1"]):  # several, batched together
+        r.stream, r.index, r.cls
     basis = rt.fit_pca("photos/", foreground=True)  # one PCA basis across images (DINOv2 parts)
 """
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -28,6 +30,7 @@ from .preprocess import InputSpec, Preprocessor
 from .render import RenderOptions
 from .results import BatchResult, FrameResult
 from .sources import Source, SourceSpec, open_source
+from .streams import Stream, stream_specs
 from .tracking import TrackConfig
 
 FIT_IMAGES = 64   # frames a PCA basis is fitted on at most (tokens: 64 x h*w x D floats)
@@ -75,6 +78,7 @@ class Runtime:
             check_inference_memory(self.metadata, self.pad_to or self.batch_size, str(model))
         self.preprocessor = Preprocessor(InputSpec.from_metadata(self.metadata))
         self.last_summary: RunSummary | None = None
+        self.last_streams: list[Stream] = []
         if warmup:  # the first call of a shape allocates and plans; keep that out of timings
             h, w = self.metadata.img_size
             blank = self.preprocessor(np.zeros((h, w, 3), np.uint8))
@@ -114,19 +118,28 @@ class Runtime:
         out.attn_registers = out.attn_registers[:n] if out.attn_registers is not None else None
         return out
 
-    def pipeline(self, source: Source, *, max_frames: int | None = None,
-                 render: RenderOptions | None = None, live: bool | None = None,
-                 keep_patch: bool = True, pca: PcaOptions | None = None,
-                 track: TrackConfig | None = None) -> Pipeline:
-        """The threaded pipeline over an opened ``source`` (used by ``stream`` and the CLI);
-        ``pca``: the PCA view's basis and background rule (default: fitted on the first batch);
-        ``track``: label propagation from a seed (models exported with the patch output)."""
-        if track is not None:
+    def pipeline(self, source: Source | Sequence[Source | Stream], *,
+                 max_frames: int | None = None, render: RenderOptions | None = None,
+                 live: bool | None = None, keep_patch: bool = True,
+                 pca: PcaOptions | None = None, track: TrackConfig | None = None,
+                 batch_wait: float | None = None,
+                 on_stream_end: Callable[[Stream], None] | None = None) -> Pipeline:
+        """The threaded pipeline over an opened ``source``, or several batched together (used
+        by ``stream``, ``streams`` and the CLI); ``pca``: the PCA view's basis and background
+        rule (default: fitted on each stream's first batch); ``track``: label propagation from
+        a seed, one tracker per stream (a :class:`Stream` with its own ``track`` uses that);
+        ``max_frames`` per stream; ``batch_wait`` in seconds (see
+        :func:`dino_runtime.pipeline.batch_wait`)."""
+        own = [s.track for s in source if isinstance(s, Stream)] \
+            if isinstance(source, (list, tuple)) else []
+        if track is not None or any(t is not None for t in own):
             self.require_patch("tracking")
         config = PipelineConfig(batch=self.batch_size, max_frames=max_frames, live=live,
                                 render=render, heads=self.heads, threshold=self.threshold,
-                                keep_patch=keep_patch, pca=pca or PcaOptions(), track=track)
-        return Pipeline(source, self.backend, config, where=str(self.model))
+                                keep_patch=keep_patch, pca=pca or PcaOptions(), track=track,
+                                batch_wait=batch_wait)
+        return Pipeline(source, self.backend, config, where=str(self.model),
+                        on_stream_end=on_stream_end)
 
     def stream(self, source: str | int | os.PathLike | Source, *, max_frames: int | None = None,
                render: RenderOptions | None = None, live: bool | None = None,
@@ -150,6 +163,46 @@ class Runtime:
             raise UserError(f"{what} needs patch tokens, and {self.model} exports only "
                             f"{', '.join(self.metadata.outputs)}; re-export it with "
                             "dino-export ... --outputs cls,attn,patch")
+
+    def streams(self, sources: Sequence[str | int | os.PathLike | Source], *,
+                max_frames: int | None = None, render: RenderOptions | None = None,
+                batch_wait: float | None = None,
+                track: TrackConfig | Sequence[TrackConfig | None] | None = None
+                ) -> Iterator[FrameResult]:
+        """Results of several sources batched together into each model call, each source's
+        in its order, interleaved; ``result.stream`` names the source (``NAME=SOURCE`` text
+        names it, else it is named after what it reads). ``max_frames`` is per source.
+        ``track``: one :class:`TrackConfig` for every source (each tracks on its own from the
+        same seed), or one per source in order (None: that source is not tracked).
+
+        The run's :class:`RunSummary` is in ``last_summary``, each stream's in
+        ``last_streams[i].summary``, once the iteration ends.
+        """
+        per_source = (list(track) if isinstance(track, (list, tuple))
+                      else [track] * len(sources))
+        if len(per_source) != len(sources):
+            raise ValueError(f"track: {len(per_source)} configs for {len(sources)} sources")
+        texts = [("camera", str(s)) if isinstance(s, int) else ("source", str(s))
+                 for s in sources if not hasattr(s, "frames")]
+        specs = iter(stream_specs(texts))
+        streams = []
+        try:
+            for i, source in enumerate(sources):
+                if hasattr(source, "frames"):
+                    streams.append(Stream(f"stream{i}", source))
+                else:
+                    spec = next(specs)
+                    streams.append(Stream(spec.name, open_source(spec.source)))
+        except BaseException:
+            for stream in streams:
+                stream.source.close()
+            raise
+        for stream, config in zip(streams, per_source):
+            stream.track = config
+        pipe = self.pipeline(streams, max_frames=max_frames, render=render,
+                             batch_wait=batch_wait)
+        self.last_summary, self.last_streams = pipe.summary, pipe.streams
+        yield from pipe.run()
 
     def fit_pca(self, source: str | os.PathLike | Source, *, foreground: bool = False,
                 threshold: float = 0.0, max_images: int = FIT_IMAGES) -> PcaBasis:

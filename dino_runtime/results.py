@@ -44,3 +44,8 @@ class FrameResult:
     @property
     def timestamp(self) -> float:
         return self.frame.timestamp
+
+    @property
+    def stream(self) -> str:
+        """The name of the stream it came from (runs of several sources)."""
+        return self.frame.stream

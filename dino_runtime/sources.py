@@ -44,6 +44,7 @@ class Frame:
     image: np.ndarray
     name: str = ""             # file name, for image sources
     read_time: float = 0.0     # time.perf_counter() when decoded, for latency
+    stream: str = ""           # the name of the stream it belongs to, in a run of several
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,20 @@ class Capture(Protocol):
 
 
 CaptureFactory = Callable[[Any], Capture]
+# Live URLs (rtsp, ...): an unreachable host fails its open after this long, a stream that goes
+# silent fails its read after this long, and the reconnect policy takes over; FFmpeg's own
+# default is 30 s for each.
+STREAM_OPEN_TIMEOUT_MS = 10_000
+STREAM_READ_TIMEOUT_MS = 5_000
+
+
+def open_capture(target: int | str) -> cv2.VideoCapture:
+    """``cv2.VideoCapture(target)``, with the timeouts above for live URLs."""
+    if isinstance(target, str) and target.split("://", 1)[0].lower() in LIVE_SCHEMES:
+        return cv2.VideoCapture(target, cv2.CAP_FFMPEG,
+                                [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS,
+                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_READ_TIMEOUT_MS])
+    return cv2.VideoCapture(target)
 
 
 class Source(Protocol):
@@ -134,7 +149,7 @@ class CaptureSource:
 
     def __init__(self, target: int | str, kind: str, live: bool | None = None,
                  policy: ReconnectPolicy = ReconnectPolicy(),
-                 capture_factory: CaptureFactory = cv2.VideoCapture) -> None:
+                 capture_factory: CaptureFactory = open_capture) -> None:
         self.target = target
         self.policy = policy
         self.factory = capture_factory
@@ -222,7 +237,7 @@ class SourceSpec:
     path: str | None = None        # video, image, folder, glob or URL
     image_fps: float = 25.0        # frame rate given to image sequences (for --save)
     policy: ReconnectPolicy = field(default_factory=ReconnectPolicy)
-    capture_factory: CaptureFactory = cv2.VideoCapture
+    capture_factory: CaptureFactory = open_capture
 
     def __post_init__(self) -> None:
         camera = self.camera

@@ -30,6 +30,12 @@ class ModelOutputs:
     def __len__(self) -> int:
         return self.cls.shape[0]
 
+    def take(self, rows: list[int]) -> "ModelOutputs":
+        """The outputs of the frames at ``rows`` (B', ...) of this batch."""
+        pick = (lambda a: None if a is None else a[rows])
+        return ModelOutputs(self.cls[rows], self.attn[rows], pick(self.patch),
+                            pick(self.attn_registers))
+
     def check_finite(self, where: str, precision: str, when: str = "on the first batch") -> None:
         """:class:`ModelError` (one line) when an output holds NaN or inf. Run on a model's
         first batch: NaN weights otherwise give NaN embeddings and empty masks without a word.

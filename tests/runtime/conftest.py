@@ -39,6 +39,13 @@ def tiny_onnx(tiny_checkpoint, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_onnx_b3(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The same model with a fixed batch of 3 (cls and attn): calls are padded to 3 frames."""
+    out = tmp_path_factory.mktemp("rt_onnx") / "b3.onnx"
+    return export_onnx(tiny_checkpoint, out, ExportConfig(img_size=MODEL_HW, batch=3))
+
+
+@pytest.fixture(scope="session")
 def tiny_onnx_bgr(tiny_checkpoint, tmp_path_factory) -> Path:
     """The same model with uint8 BGR preprocessing in the graph and no patch output."""
     out = tmp_path_factory.mktemp("rt_onnx") / "tiny16_bgr.onnx"

@@ -18,7 +18,7 @@ from dino_runtime.display import Display
 from dino_runtime.sources import ReconnectPolicy, SourceSpec, open_source
 from dino_runtime.tracking import Seed, TrackConfig, encode_palette_png, read_labels
 
-from .conftest import CameraFactory, assert_one_line_error, run_cli, synthetic_frame
+from .conftest import CameraFactory, assert_one_line_error, run_cli, synthetic_frame, write_video
 
 
 def disc_mask(path, size=(96, 160)) -> np.ndarray:
@@ -156,3 +156,63 @@ def test_the_mouse_draws_a_box_and_c_clears(monkeypatch):
     monkeypatch.setattr(cv2, "getWindowProperty", lambda *a: 1)
     monkeypatch.setattr(cv2, "waitKey", lambda delay: ord("c"))
     assert display.show(np.zeros((8, 8, 3), np.uint8)) and cleared == [True]
+
+
+@pytest.fixture(scope="module")
+def video_40(tmp_path_factory):
+    """40 frames at another resolution (120x200) than video_60."""
+    return write_video(tmp_path_factory.mktemp("track_streams") / "other.mp4", 40, size=(120, 200))
+
+
+def test_several_streams_each_track_their_own_seed_as_alone(tiny_onnx, video_60, video_40,
+                                                             tmp_path):
+    """Two streams batched together, one seeded by a mask and one by a box: each stream's masks
+    and JSON lines are what a run of that stream alone gives (its own tracker, its own state)."""
+    disc_mask(tmp_path / "first.png")
+    code, _, err = run_cli("--model", tiny_onnx, "--source", f"a={video_60}", "--source",
+                           f"b={video_40}", "--track", f"a={tmp_path / 'first.png'}",
+                           "--track-box", "b=20,30,60,40", "--masks-dir", tmp_path / "both",
+                           "--track-json", tmp_path / "objects_{stream}.jsonl", "--no-display")
+    assert code == 0, err
+    alone = {"a": ("--track", tmp_path / "first.png", video_60),
+             "b": ("--track-box", "20,30,60,40", video_40)}
+    for name, (option, seed, video) in alone.items():
+        code, _, err = run_cli("--model", tiny_onnx, "--source", video, option, seed,
+                               "--masks-dir", tmp_path / f"alone_{name}", "--no-display")
+        assert code == 0, err
+        together = sorted((tmp_path / "both" / name).glob("*.png"))
+        single = sorted((tmp_path / f"alone_{name}").glob("*.png"))
+        assert [p.name for p in together] == [p.name for p in single] and len(single) > 30
+        for p, q in zip(together, single):
+            a, b = read_labels(p)[0], read_labels(q)[0]
+            assert a.any() or b.any()
+            # the frames share model calls with the other stream's: fp32 sums may differ in
+            # the last bits, which can move a pixel on an object's border, nothing more
+            assert (a != b).mean() <= 0.01, p.name
+        records = (tmp_path / f"objects_{name}.jsonl").read_text().splitlines()
+        assert len(records) == len(single) and json.loads(records[0])["started"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--track-box", "20,30,60,40"], "with several streams, name the stream it seeds"),
+    (["--track-box", "c=20,30,60,40"], "no stream is named 'c' (streams: a, b)"),
+    (["--track-box", "a=20,30,60,40", "--track-box", "a=1,1,9,9"], "stream a: one seed"),
+])
+def test_several_streams_bad_seeds_are_one_line(tiny_onnx, video_60, video_40, capsys, args,
+                                                needle):
+    code, err = dino_run(capsys, "--model", tiny_onnx, "--source", f"a={video_60}", "--source",
+                         f"b={video_40}", *args, "--no-display")
+    assert_one_line_error(code, err, needle, status=2)
+
+
+def test_runtime_streams_tracks_each_source_with_its_config(tiny_onnx, video_60, video_40):
+    runtime = Runtime(tiny_onnx, backend="onnxruntime", batch_size=4)
+    seed = TrackConfig(seed=Seed(box=(20, 30, 60, 40)))
+    results = list(runtime.streams([video_60, video_40], track=[seed, None], max_frames=6))
+    first = [r for r in results if r.frame.stream == "clip"]
+    second = [r for r in results if r.frame.stream == "other"]
+    assert len(first) == len(second) == 6
+    assert all(r.track is not None for r in first) and first[0].track.labels.any()
+    assert all(r.track is None for r in second)
+    with pytest.raises(ValueError, match="2 configs for 1 sources"):
+        next(runtime.streams([video_60], track=[seed, None]))

@@ -12,12 +12,11 @@ import pytest
 
 from dino_core.errors import ModelError
 from dino_core.metadata import BatchSpec, ModelMetadata
-from dino_export import ExportConfig, export_onnx
 from dino_export.tensorrt import EngineConfig, build_engine
 from dino_runtime import Runtime
 from tests.fake_tensorrt import install
 
-from .conftest import MODEL_HW, synthetic_frame
+from .conftest import synthetic_frame
 
 
 def metadata(onnx_path) -> ModelMetadata:
@@ -54,10 +53,9 @@ def test_dynamic_batch_engine_matches_onnx_runtime(monkeypatch, tmp_path, tiny_o
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
 
 
-def test_fixed_batch_engine_gets_padded_calls(monkeypatch, tmp_path, tiny_checkpoint):
+def test_fixed_batch_engine_gets_padded_calls(monkeypatch, tmp_path, tiny_onnx_b3):
     install(monkeypatch, "11.x")
-    onnx_path = export_onnx(tiny_checkpoint, tmp_path / "b3.onnx",
-                            ExportConfig(img_size=MODEL_HW, batch=3))
+    onnx_path = tiny_onnx_b3
     _, got, ref = run_both(engine_for(onnx_path, tmp_path), onnx_path, n=5)
     assert got.cls.shape == (5, 192)
     np.testing.assert_array_equal(got.attn, ref.attn)
