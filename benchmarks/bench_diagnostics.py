@@ -2,7 +2,7 @@
 
     /work/team/bench python benchmarks/bench_diagnostics.py            # the three shapes below
 
-For each shape, one trainer (dino-train's CPU path: bf16 autocast, fused AdamW) takes the same
+For each shape, one trainer (dino-train's CPU path: its precision, fused AdamW) takes the same
 fixed batches twice over, steps alternating with the diagnostics on and off (``DINOLoss.diagnose``;
 on, off, off, on, ... so that drift and load hit both alike), and reports:
 
@@ -38,7 +38,7 @@ from benchmarks.bench_runtime import Others  # noqa: E402
 from dino_train import distributed as D  # noqa: E402
 from dino_train.builders import build_trainer  # noqa: E402
 from dino_train.config import TrainConfig  # noqa: E402
-from dino_train.context import TrainContext  # noqa: E402
+from dino_train.context import TrainContext, resolve_train_precision  # noqa: E402
 from dino_train.cpu_tuning import cpu_model, keep_freed_memory  # noqa: E402
 from dino_train.diagnostics import teacher_diagnostics  # noqa: E402
 from dino_train.step import make_views, train_step  # noqa: E402
@@ -69,7 +69,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=12, help="timed steps per setting and shape")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--shapes", default="0,1,2", help="which shapes (indices, comma-separated)")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: dino-train's choice on this CPU (bf16 where it is native)")
     return p.parse_args()
 
 
@@ -129,6 +130,7 @@ def direct_cost(t, crops, repeats: int = 20) -> float:
 
 def main() -> None:
     args = parse_args()
+    args.precision = resolve_train_precision(args.precision, torch.device("cpu"))
     keep_freed_memory()
     torch.manual_seed(0)
     print(f"date: {datetime.datetime.now().isoformat(timespec='seconds')}  machine: "
