@@ -177,3 +177,15 @@ def test_the_likely_cause_comes_from_the_runs_settings(options, record, mode, na
                                       **kind, **record})
     assert found is not None and found.mode == mode
     assert named in found.message.split("likely cause")[1], found.message
+
+
+def test_no_sharpening_puts_the_teacher_at_the_students_temperature():
+    from dino_core.errors import OptionError
+    cfg = TrainConfig(data_path="x", sharpening=False)
+    assert cfg.teacher_temps() == (0.1, 0.1)
+    assert (cfg.official_args().teacher_temp, cfg.official_args().warmup_teacher_temp) == \
+        (0.1, 0.1)  # what the run used, for readers of the official args
+    with pytest.raises(OptionError, match="--no-sharpening .* drop --teacher-temp"):
+        TrainConfig(data_path="x", sharpening=False, teacher_temp=0.07).validate()
+    with pytest.raises(OptionError, match="--center-momentum 1: must be in"):
+        TrainConfig(data_path="x", center_momentum=1.0).validate()
