@@ -14,8 +14,8 @@ when every record over ``--collapse-window`` steps, after ``--collapse-after`` s
   0.5 ln K: the collapse is under way, and is reported before it is complete.
 
 The thresholds leave a healthy run far away: in the runs of docs/understanding-dino.md and of
-the tests, the default recipe's teacher entropy stayed at or below 0.92 ln K with a KL of at
-least 0.05 ln K, and no prototype took more than 5% of the mass. The cause is read from the run's own settings (teacher vs student
+the tests, the default recipe's teacher entropy stayed at or below 0.93 ln K with a KL of at
+least 0.04 ln K, and no prototype took more than 5% of the mass. The cause is read from the run's own settings (teacher vs student
 temperature, centering and its momentum, lr, batch size, out_dim, the head's last layer), most
 specific first.
 """
