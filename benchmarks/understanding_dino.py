@@ -19,7 +19,8 @@ seen in three real CIFAR-10 runs (a few CPU minutes each).
    table of the runs (last diagnostics, the collapse warnings, k-NN) and writes it with the
    commands as ``understanding-dino.json``.
 
-Arguments after ``--`` are added to every dino-train command (the last value of an option
+``--plot-only`` draws the figures again from the runs already in ``--work``. Arguments after
+``--`` are added to every dino-train command (the last value of an option
 wins). Refuses a ``--work`` that already holds these runs, rather than resume them.
 """
 from __future__ import annotations
@@ -67,6 +68,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--figures", type=Path, default=REPO / "docs" / "figures")
     p.add_argument("--per-class", type=int, default=500)
     p.add_argument("--steps", type=int, default=624, help="steps per run (624: the schedule)")
+    p.add_argument("--plot-only", action="store_true",
+                   help="only draw the figures again from the runs already in --work")
     p.add_argument("extra", nargs="*", help="after --: more dino-train options")
     return p.parse_args()
 
@@ -76,46 +79,50 @@ def records(folder: Path) -> list[dict]:
 
 
 def plot_curves(work: Path, figures: Path) -> None:
+    """The two figures, each two panels with one curve per run; a collapse warning is a dotted
+    line in its run's colour."""
+    logs = {name: records(work / name) for name in RUNS}
+    ln_k = next(r["teacher_entropy"] / r["teacher_entropy_frac"] for r in logs["default"]
+                if r.get("teacher_entropy_frac"))
+    left, right = two_panels(logs, "teacher_entropy", "kl")
+    left.axhline(ln_k, color="gray", ls="--", lw=1, label=f"ln K (K = {round(math.exp(ln_k))})")
+    left.set(ylabel="nats", title="teacher entropy H(P_t)")
+    right.set(ylabel="nats", title="KL(P_t || P_s)")
+    left.legend(fontsize=8)
+    save(left.figure, figures / "collapse-entropy-kl.png")
+    left, right = two_panels(logs, "prototypes_used", "top_prototype_share")
+    left.set(ylabel="exp H(mean P_t)", yscale="log", title="prototypes in use (batch mean)")
+    right.set(ylabel="share", ylim=(0, 1), title="largest prototype's share of the batch")
+    left.legend(fontsize=8)
+    save(left.figure, figures / "collapse-prototypes.png")
+
+
+def two_panels(logs: dict[str, list[dict]], left_key: str, right_key: str):
+    """(left, right) axes of a new figure: ``left_key`` and ``right_key`` per step, per run."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    logs = {name: records(work / name) for name in RUNS}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    _, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for name, recs in logs.items():
         train = [r for r in recs if "teacher_entropy" in r]
         steps = [r["step"] for r in train]
-        left.plot(steps, [r["teacher_entropy"] for r in train], color=COLOURS[name],
-                  label=RUNS[name][0])
-        right.plot(steps, [r["kl"] for r in train], color=COLOURS[name], label=RUNS[name][0])
-        for r in (r for r in recs if "collapse" in r):
-            for ax in (left, right):
+        for ax, key in zip(axes, (left_key, right_key)):
+            ax.plot(steps, [r[key] for r in train], color=COLOURS[name], label=RUNS[name][0])
+            for r in (r for r in recs if "collapse" in r):
                 ax.axvline(r["step"], color=COLOURS[name], ls=":", lw=1)
-    ln_k = next(r["teacher_entropy"] / r["teacher_entropy_frac"] for r in logs["default"]
-                if r.get("teacher_entropy_frac"))
-    left.axhline(ln_k, color="gray", ls="--", lw=1, label=f"ln K (K = {round(math.exp(ln_k))})")
-    left.set(xlabel="step", ylabel="nats", title="teacher entropy H(P_t)")
-    right.set(xlabel="step", ylabel="nats", title="KL(P_t || P_s)")
-    left.legend(fontsize=8)
-    for ax in (left, right):
+    for ax in axes:
+        ax.set(xlabel="step")
         ax.grid(alpha=0.3)
-    save(fig, figures / "collapse-entropy-kl.png")
+    return axes
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for name, recs in logs.items():
-        train = [r for r in recs if "teacher_entropy" in r]
-        steps = [r["step"] for r in train]
-        left.plot(steps, [r["prototypes_used"] for r in train], color=COLOURS[name],
-                  label=RUNS[name][0])
-        right.plot(steps, [r["top_prototype_share"] for r in train], color=COLOURS[name])
-    left.set(xlabel="step", ylabel="exp H(mean P_t)", yscale="log",
-             title="prototypes in use (batch mean)")
-    right.set(xlabel="step", ylabel="share", ylim=(0, 1),
-              title="largest prototype's share of the batch")
-    left.legend(fontsize=8)
-    for ax in (left, right):
-        ax.grid(alpha=0.3)
-    save(fig, figures / "collapse-prototypes.png")
+
+def draw(work: Path, figures: Path) -> None:
+    """The two figures, and each run's own training.png beside them."""
+    plot_curves(work, figures)
+    for name in RUNS:
+        shutil.copyfile(work / name / "training.png",
+                        figures / f"training-{name.replace('_', '-')}.png")
 
 
 def save(fig, path: Path) -> None:
@@ -161,6 +168,9 @@ def print_table(rows: dict, init_knn: float) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.plot_only:
+        draw(args.work, args.figures)
+        return
     for name in [*RUNS, "init"]:
         if (args.work / name).exists():
             fail(f"{args.work / name} exists: use another --work, or delete it")
@@ -183,10 +193,7 @@ def main() -> None:
     init_knn = knn(args.work / "init" / "checkpoint.pth", bank, val,
                    args.work / "init.knn.json", "20")[20]
 
-    plot_curves(args.work, args.figures)
-    for name in RUNS:
-        shutil.copyfile(args.work / name / "training.png",
-                        args.figures / f"training-{name.replace('_', '-')}.png")
+    draw(args.work, args.figures)
     rows = summary(args.work, knns, commands)
     print(f"date: {started}  machine: {cpu_model()}, {os.cpu_count()} cores")
     print_table(rows, init_knn)
