@@ -21,8 +21,9 @@ class IntervalMeter:
     data_time: float = 0.0
     term_sums: dict[str, float] = field(default_factory=dict)  # extra loss terms, unweighted
     started: float = field(default_factory=time.perf_counter)
-    # the teacher's diagnostics summed over the steps: a tensor on the training device, read
-    # once per record (a host sync on a GPU; see dino_train.diagnostics)
+    # the teacher's diagnostics summed over the steps that measured them (the loop: the last
+    # of the interval): a tensor on the training device, read once per record (a host sync on
+    # a GPU; see dino_train.diagnostics)
     diagnostics_sum: Any = None
     diagnostics_steps: int = 0
 

@@ -26,7 +26,7 @@ from .context import make_context
 from .logging_utils import IntervalMeter, JsonlLog, plot_training
 from .outputs import lock_output_dir, make_output_dir, write_config
 from .progress import Progress, log_record, monitor_knn
-from .step import make_views, train_step
+from .step import closes_a_record, make_views, train_step
 
 
 @dataclass
@@ -113,7 +113,7 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
         crops = make_views(t, batch)
         data_time = time.perf_counter() - last  # waiting for the loader, and making the views
         t.state.skipped_files += int(skipped.sum())
-        loss = train_step(t, crops)
+        loss = train_step(t, crops, diagnose=closes_a_record(t))
         t.state.step += 1
         t.state.step_in_epoch += 1
         if budget is not None:

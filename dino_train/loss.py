@@ -126,7 +126,7 @@ class DINOLoss(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.teacher_temp_schedule = teacher_temp_schedule(
             warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs)
-        self.diagnose = True  # measure the teacher in every forward (see last_diagnostics)
+        self.diagnose = True  # measure the teacher in forward (the loop: on logged steps only)
         self.last_diagnostics: torch.Tensor | None = None  # (7,): diagnostics.DIAGNOSTICS
 
     def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor,
@@ -150,9 +150,9 @@ class DINOLoss(nn.Module):
         others = log_p.sum(dim=0, keepdim=True) - log_p[:n_global]
         n_terms = n_global * (self.ncrops - 1)
         loss = -(q * others).sum() / (batch * n_terms)
-        if self.diagnose:  # before the centre moves: the one these targets were made with
-            self.last_diagnostics = teacher_diagnostics(q.view(n_global * batch, -1), loss,
-                                                        self.center)
+        # before the centre moves: the one these targets were made with
+        self.last_diagnostics = teacher_diagnostics(q.view(n_global * batch, -1), loss,
+                                                    self.center) if self.diagnose else None
         if self.centering == "center":
             self.update_center(teacher_output)
         return loss

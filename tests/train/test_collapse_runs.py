@@ -90,10 +90,10 @@ def test_the_default_recipe_never_warns_and_logs_every_diagnostic(runs):
     assert not [r for r in records if "collapse" in r]
     train = [r for r in records if "loss" in r]
     assert train[-1]["step"] == MAX_STEPS
+    # every record (each --log-every 10 steps and each epoch's end, at 18, 36, ...) measured
+    assert [r["step"] for r in train][:4] == [10, 18, 20, 30]
     for r in train:
         assert set(DIAGNOSTICS) <= set(r)
-        # The DINO loss is the teacher's entropy plus the KL (no other term in this run).
-        assert r["loss"] == pytest.approx(r["teacher_entropy"] + r["kl"], abs=1e-4)
         assert 1 <= r["prototypes_used"] <= 256 and 0 < r["top_prototype_share"] <= 1
     assert (folder / "training.png").stat().st_size > 0
 
