@@ -19,7 +19,7 @@ from dino_core.errors import UserError
 from dino_models import DINOHead
 
 from .batched_augment import BatchedMultiCrop, SourceImage, collate_sources
-from .config import TrainConfig
+from .config import STUDENT_TEMP, TrainConfig
 from .context import TrainContext
 from .data import (
     EpochSampler,
@@ -96,17 +96,18 @@ def build_networks(cfg: TrainConfig, ctx: TrainContext) -> Networks:
 
 
 def build_loss(cfg: TrainConfig, ctx: TrainContext) -> DINOLoss:
-    return DINOLoss(cfg.out_dim, cfg.local_crops_number + 2, cfg.warmup_teacher_temp,
-                    cfg.teacher_temp, cfg.warmup_teacher_temp_epochs, cfg.epochs,
-                    centering=cfg.centering).to(ctx.device)
+    return DINOLoss(cfg.out_dim, cfg.local_crops_number + 2, *cfg.teacher_temps(),
+                    cfg.warmup_teacher_temp_epochs, cfg.epochs, student_temp=STUDENT_TEMP,
+                    center_momentum=cfg.center_momentum, centering=cfg.centering).to(ctx.device)
 
 
 def build_ibot(cfg: TrainConfig, ctx: TrainContext) -> IBOTPatchLoss | None:
     if cfg.ibot_loss_weight == 0:
         return None
     return IBOTPatchLoss(cfg.resolved_arch().family.embed_dim, cfg.out_dim,
-                         cfg.warmup_teacher_temp, cfg.teacher_temp,
-                         cfg.warmup_teacher_temp_epochs, cfg.epochs, centering=cfg.centering,
+                         *cfg.teacher_temps(), cfg.warmup_teacher_temp_epochs, cfg.epochs,
+                         student_temp=STUDENT_TEMP, center_momentum=cfg.center_momentum,
+                         centering=cfg.centering,
                          probability=cfg.ibot_mask_probability,
                          ratio_range=tuple(cfg.ibot_mask_ratio)).to(ctx.device)
 

@@ -1,5 +1,6 @@
-"""``dino-train`` (pretraining), ``dino-eval knn`` (weighted k-NN evaluation) and ``dino-eval
-davis`` (video object segmentation by label propagation, scored with DAVIS's J and F).
+"""``dino-train`` (pretraining), ``dino-eval knn`` (weighted k-NN), ``dino-eval linear`` (linear
+probe) and ``dino-eval davis`` (video object segmentation by label propagation, scored with
+DAVIS's J and F).
 
 ``dino-train``'s options are made from :class:`~dino_train.config.TrainConfig`'s fields, so each
 default, help text and valid range is written once. Every official ``main_dino.py`` argument
@@ -127,41 +128,56 @@ def _ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-@eval_group.command("knn")
-@click.option("--checkpoint", "--pretrained_weights", "checkpoint", required=True,
-              help="training checkpoint, pretrained backbone, .safetensors or hub name")
-@click.option("--checkpoint-key", "--checkpoint_key", "checkpoint_key", default="teacher",
-              show_default=True)
-@click.option("--train-data", required=True, help="labelled folder <class>/<images>")
-@click.option("--val-data", required=True, help="labelled folder <class>/<images>")
-@click.option("--nb-knn", "--nb_knn", "nb_knn", default="10,20,100,200", show_default=True)
-@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=0.07,
-              show_default=True)
-@click.option("--image-size", type=click.IntRange(min=1), default=224, show_default=True,
-              help="centre crop side, a multiple of the patch size; images are first resized "
-                   "to size*256/224")
-@click.option("--batch-size", "--batch_size_per_gpu", "batch_size", type=click.IntRange(min=1),
-              default=128, show_default=True)
-@click.option("--num-workers", "--num_workers", "num_workers", type=click.IntRange(min=0),
-              default=2, show_default=True)
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
-@click.option("--max-per-class", type=click.IntRange(min=1), default=None,
-              help="use the first N images (sorted) of each class")
-@click.option("--json", "json_path", default=None, help="also write the results to this file")
-def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data: str,
-                nb_knn: str, temperature: float, image_size: int, batch_size: int,
-                num_workers: int, device: str, max_per_class: int | None,
-                json_path: str | None) -> None:
-    """Weighted k-NN accuracy of a backbone's features (official eval_knn protocol)."""
-    require_extra("train", "dino-eval")
-    from dino_core.fileio import atomic_write_text
+def eval_options(f: Callable) -> Callable:
+    """The options ``dino-eval knn`` and ``dino-eval linear`` share (official spellings as
+    aliases)."""
+    options = [
+        click.option("--checkpoint", "--pretrained_weights", "checkpoint", required=True,
+                     help="training checkpoint, pretrained backbone, .safetensors or hub name"),
+        click.option("--checkpoint-key", "--checkpoint_key", "checkpoint_key", default="teacher",
+                     show_default=True),
+        click.option("--train-data", required=True, help="labelled folder <class>/<images>"),
+        click.option("--val-data", required=True, help="labelled folder <class>/<images>"),
+        click.option("--image-size", type=click.IntRange(min=1), default=224, show_default=True,
+                     help="centre crop side, a multiple of the patch size; images are first "
+                          "resized to size*256/224"),
+        click.option("--batch-size", "--batch_size_per_gpu", "batch_size",
+                     type=click.IntRange(min=1), default=128, show_default=True),
+        click.option("--num-workers", "--num_workers", "num_workers",
+                     type=click.IntRange(min=0), default=2, show_default=True),
+        click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True),
+        click.option("--max-per-class", type=click.IntRange(min=1), default=None,
+                     help="use the first N images (sorted) of each class"),
+        click.option("--json", "json_path", default=None,
+                     help="also write the results to this file"),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@dataclasses.dataclass
+class EvalInputs:
+    """What both evaluations start from: the backbone on its device and the two folders."""
+
+    model: Any
+    info: Any            # dino_models.checkpoint.BackboneInfo
+    device: Any          # torch.device
+    train: Any           # knn.LabelledImages
+    val: Any
+
+
+def eval_inputs(checkpoint: str, checkpoint_key: str, train_data: str, val_data: str,
+                image_size: int, device: str, max_per_class: int | None,
+                json_path: str | None) -> EvalInputs:
+    """Check the output first (before minutes of feature extraction), then load the backbone
+    and the labelled folders; one-line errors for each."""
     from dino_models.checkpoint import load_backbone
 
     from .context import resolve_device
-    from .knn import NonFiniteFeatures, knn_evaluate, labelled_folder
-    ks = _ks(nb_knn)
+    from .knn import labelled_folder
     if json_path:
-        check_writable(json_path, "--json")  # before minutes of feature extraction
+        check_writable(json_path, "--json")
     dev = resolve_device(device)
     model, info = load_backbone(checkpoint, checkpoint_key=checkpoint_key)
     if image_size % info.patch_size:
@@ -169,24 +185,130 @@ def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data:
                           f"{info.patch_size} ({info.short_name})")
     train = labelled_folder(train_data, max_per_class=max_per_class)
     val = labelled_folder(val_data, train.classes, max_per_class)
+    return EvalInputs(model.to(dev), info, dev, train, val)
+
+
+def write_json(results: dict[str, Any], json_path: str | None) -> None:
+    if not json_path:
+        return
+    from dino_core.fileio import atomic_write_text
     try:
-        results = knn_evaluate(model.to(dev), train, val, ks, temperature, image_size,
-                               batch_size, str(dev), num_workers)
-    except NonFiniteFeatures as e:
-        raise UserError(f"{checkpoint} ({checkpoint_key}): {e}") from None
-    click.echo(f"{info.short_name} ({info.format}, {checkpoint_key}): {len(train.paths)} train, "
-               f"{len(val.paths)} val images, {len(train.classes)} classes")
+        atomic_write_text(json.dumps(results, indent=2) + "\n", json_path)
+    except OSError as e:
+        raise OutputError(f"--json {json_path}: cannot write it ({e.strerror or e})") from None
+
+
+@eval_group.command("knn")
+@eval_options
+@click.option("--nb-knn", "--nb_knn", "nb_knn", default="10,20,100,200", show_default=True)
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=0.07,
+              show_default=True)
+def knn_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data: str,
+                image_size: int, batch_size: int, num_workers: int, device: str,
+                max_per_class: int | None, json_path: str | None, nb_knn: str,
+                temperature: float) -> None:
+    """Weighted k-NN accuracy of a backbone's features (official eval_knn protocol)."""
+    require_extra("train", "dino-eval")
+    from .knn import NonFiniteFeatures, knn_evaluate
+    ks = _ks(nb_knn)
+    e = eval_inputs(checkpoint, checkpoint_key, train_data, val_data, image_size, device,
+                    max_per_class, json_path)
+    try:
+        results = knn_evaluate(e.model, e.train, e.val, ks, temperature, image_size,
+                               batch_size, str(e.device), num_workers)
+    except NonFiniteFeatures as err:
+        raise UserError(f"{checkpoint} ({checkpoint_key}): {err}") from None
+    click.echo(f"{e.info.short_name} ({e.info.format}, {checkpoint_key}): {len(e.train.paths)} "
+               f"train, {len(e.val.paths)} val images, {len(e.train.classes)} classes")
     for r in results:
         click.echo(f"{r.k}-NN classifier result: Top1: {r.top1:.2f}, Top5: {r.top5:.2f}")
-    if json_path:
-        try:
-            atomic_write_text(json.dumps({
-                "checkpoint": checkpoint, "arch": info.short_name,
-                "train_images": len(train.paths), "val_images": len(val.paths),
+    write_json({"checkpoint": checkpoint, "arch": e.info.short_name,
+                "train_images": len(e.train.paths), "val_images": len(e.val.paths),
                 "temperature": temperature, "image_size": image_size,
-                "results": [r.__dict__ for r in results]}, indent=2) + "\n", json_path)
-        except OSError as e:
-            raise OutputError(f"--json {json_path}: cannot write it ({e.strerror or e})") from None
+                "results": [r.__dict__ for r in results]}, json_path)
+
+
+@eval_group.command("linear")
+@eval_options
+@click.option("--mode", type=click.Choice(("augmented", "cached")), default="augmented",
+              show_default=True,
+              help="augmented: the official protocol (new random-resized crops and flips through "
+                   "the backbone every epoch); cached: the backbone once per image, on the "
+                   "evaluation view, then every epoch on those features (fast on CPUs)")
+@click.option("--n-last-blocks", "--n_last_blocks", "n_last_blocks",
+              type=click.IntRange(min=1), default=None,
+              help="concatenate the [CLS] tokens of the last N blocks [default: 4 below ViT-B's "
+                   "width (or every block of a shallower backbone), 1 from it on, as the "
+                   "official recipe]")
+@click.option("--avgpool-patchtokens", "--avgpool_patchtokens", "avgpool", type=click.BOOL,
+              default=None, help="add the last block's average-pooled patch tokens [default: "
+                                 "false below ViT-B's width, true from it on]")
+@click.option("--epochs", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=0.001, show_default=True,
+              help="SGD lr for a batch of 256 (scaled linearly), cosine to 0 over the epochs")
+@click.option("--val-freq", "--val_freq", "val_freq", type=click.IntRange(min=1), default=1,
+              show_default=True, help="validate every N epochs (and after the last)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="the classifier's initialisation and the epochs' training order")
+@click.option("--save-classifier", default=None,
+              help="write the trained classifier here (the official checkpoint.pth.tar keys)")
+def linear_command(checkpoint: str, checkpoint_key: str, train_data: str, val_data: str,
+                   image_size: int, batch_size: int, num_workers: int, device: str,
+                   max_per_class: int | None, json_path: str | None, mode: str,
+                   n_last_blocks: int | None, avgpool: bool | None, epochs: int, lr: float,
+                   val_freq: int, seed: int, save_classifier: str | None) -> None:
+    """Linear probe on frozen features (official eval_linear protocol); top-1/top-5."""
+    require_extra("train", "dino-eval")
+    from .knn import NonFiniteFeatures
+    from .linear import LinearConfig, default_pooling, linear_evaluate
+    if save_classifier:
+        check_writable(save_classifier, "--save-classifier")
+    e = eval_inputs(checkpoint, checkpoint_key, train_data, val_data, image_size, device,
+                    max_per_class, json_path)
+    n_default, pool_default = default_pooling(e.info.embed_dim)
+    n_default = min(n_default, e.info.depth)  # a shallow backbone: all its blocks
+    cfg = LinearConfig(n_last_blocks or n_default, pool_default if avgpool is None else avgpool,
+                       mode, epochs, lr, batch_size, image_size, val_freq, seed, num_workers,
+                       str(e.device))
+    if cfg.n_last_blocks > e.info.depth:
+        raise OptionError(f"--n-last-blocks {cfg.n_last_blocks}: the backbone has "
+                          f"{e.info.depth} blocks")
+    click.echo(f"{e.info.short_name} ({e.info.format}, {checkpoint_key}): {len(e.train.paths)} "
+               f"train, {len(e.val.paths)} val images, {len(e.train.classes)} classes; "
+               f"{mode}, [CLS] of the last {cfg.n_last_blocks} block(s)"
+               f"{' + pooled patches' if cfg.avgpool_patchtokens else ''}, lr {cfg.scaled_lr:g} "
+               f"(batch {batch_size}), {epochs} epochs")
+    try:
+        classifier, result = linear_evaluate(e.model, e.train, e.val, cfg, _echo_epoch)
+    except NonFiniteFeatures as err:
+        raise UserError(f"{checkpoint} ({checkpoint_key}): {err}") from None
+    top5 = "n/a (fewer than 5 classes)" if result.top5 is None else f"{result.top5:.2f}"
+    click.echo(f"Linear probe result: Top1: {result.top1:.2f}, Top5: {top5} (best Top1 over the "
+               f"validated epochs: {result.best_top1:.2f})")
+    if save_classifier:
+        _save_classifier(classifier, result, save_classifier)
+    write_json({"checkpoint": checkpoint, "arch": e.info.short_name,
+                "checkpoint_key": checkpoint_key, **dataclasses.asdict(cfg),
+                "scaled_lr": cfg.scaled_lr, **dataclasses.asdict(result)}, json_path)
+
+
+def _echo_epoch(r: Any) -> None:
+    """One line per epoch: its lr, training loss and, when validated, top-1/top-5."""
+    acc = "" if r.top1 is None else f", top-1 {r.top1:.2f}" + \
+        ("" if r.top5 is None else f", top-5 {r.top5:.2f}")
+    click.echo(f"epoch {r.epoch}: lr {r.lr:.6f}, train loss {r.train_loss:.4f}{acc}")
+
+
+def _save_classifier(classifier: Any, result: Any, path: str) -> None:
+    """The official ``checkpoint.pth.tar`` layout: the DDP-prefixed state dict, epochs, best."""
+    from .checkpointing import atomic_save
+    state = {f"module.{k}": v.cpu() for k, v in classifier.state_dict().items()}
+    try:
+        atomic_save({"epoch": len(result.history), "state_dict": state,
+                     "best_acc": result.best_top1}, path)
+    except OSError as e:
+        raise OutputError(f"--save-classifier {path}: cannot write it ({e.strerror or e})") \
+            from None
 
 
 @eval_group.command("davis")

@@ -25,11 +25,12 @@ if TYPE_CHECKING:
     from .data import CropConfig
 
 OPTIMIZERS = ("adamw", "sgd", "lars")
-CENTERINGS = ("center", "sinkhorn_knopp")
+CENTERINGS = ("center", "sinkhorn_knopp", "none")
 TRAIN_PRECISIONS = ("fp32", "bf16", "fp16")
 PRECISIONS = ("auto",) + TRAIN_PRECISIONS
 DEVICES = ("auto", "cpu", "cuda")
 AUGMENTATIONS = ("pil", "batched")
+STUDENT_TEMP = 0.1   # the student's temperature (official, fixed)
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,16 @@ class TrainConfig:
                                  "0.2, 0.1); 2 is close to SimCLR's CIFAR strength (no k-NN gain "
                                  "measured on CIFAR-10 in 30 CPU minutes: BENCHMARKS.md)",
                                  range=Range(0, 5))
-    centering: str = option("center", "teacher normalisation: the official running centre, or "
-                            "DINOv2's Sinkhorn-Knopp", choices=CENTERINGS)
+    centering: str = option("center", "teacher normalisation: the official running centre, "
+                            "DINOv2's Sinkhorn-Knopp, or none (sharpening alone, which collapses "
+                            "to one prototype: docs/understanding-dino.md)", choices=CENTERINGS)
+    center_momentum: float = option(0.9, "momentum of the teacher's running centre (official: "
+                                    "0.9, fixed)", range=Range(0, 1, high_open=True))
+    sharpening: bool = option(True, "sharpen the teacher (--teacher-temp below the student's "
+                              f"{STUDENT_TEMP}); --no-sharpening puts the teacher at the "
+                              "student's temperature (centering alone, which collapses to a "
+                              "uniform output: docs/understanding-dino.md)",
+                              flag="--sharpening/--no-sharpening")
     head_hidden_dim: int = option(2048, "width of the head's hidden layers (official: 2048, "
                                   "fixed)", range=AT_LEAST_1)
     head_bottleneck_dim: int = option(256, "width of the head's L2-normalised bottleneck "
@@ -202,6 +211,13 @@ class TrainConfig:
                                   range=AT_LEAST_0)
     knn_max_per_class: int | None = option(None, "k-NN monitoring: the first N images of each "
                                            "class", range=AT_LEAST_1)
+    collapse_after: int = option(100, "collapse detection: steps before the first check (the "
+                                 "start of a run may look collapsed)", range=AT_LEAST_0)
+    collapse_window: int = option(50, "collapse detection: steps a collapse must last before it "
+                                  "is reported", range=AT_LEAST_1)
+    stop_on_collapse: bool = option(False, "when a collapse is detected, write the checkpoint and "
+                                    "stop with exit status 1 (default: warn once and go on)",
+                                    flag="--stop-on-collapse")
     progress: bool = option(True, "a progress bar on stderr", flag="--progress/--no-progress")
 
     def validate(self) -> None:
@@ -215,6 +231,10 @@ class TrainConfig:
             if getattr(self, name) > self.epochs:
                 raise OptionError(f"{flag_name(name)} {getattr(self, name)}: must be in [0, "
                                   f"--epochs {self.epochs}]")
+        if not self.sharpening and (self.teacher_temp, self.warmup_teacher_temp) != \
+                (_default("teacher_temp"), _default("warmup_teacher_temp")):
+            raise OptionError(f"--no-sharpening puts the teacher at the student's temperature "
+                              f"{STUDENT_TEMP}: drop --teacher-temp and --warmup-teacher-temp")
         if (self.knn_train_data is None) != (self.knn_val_data is None):
             raise OptionError("k-NN monitoring needs both --knn-train-data and --knn-val-data")
         self._check_crop_sizes()
@@ -244,6 +264,13 @@ class TrainConfig:
         """``--depth``, or the arch's own number of blocks when none is given."""
         return self.depth or self.resolved_arch().family.depth
 
+    def teacher_temps(self) -> tuple[float, float]:
+        """(warm-up, final) teacher temperature: the options', or the student's with
+        ``--no-sharpening``."""
+        if not self.sharpening:
+            return STUDENT_TEMP, STUDENT_TEMP
+        return self.warmup_teacher_temp, self.teacher_temp
+
     def crops(self) -> CropConfig:
         from .data import CropConfig  # torch: see the module docstring
         return CropConfig(tuple(self.global_crops_scale), tuple(self.local_crops_scale),
@@ -255,9 +282,15 @@ class TrainConfig:
         arch = self.resolved_arch()
         values = {k: (list(v) if isinstance(v, tuple) else v)
                   for k, v in dataclasses.asdict(self).items()}
+        warmup_temp, temp = self.teacher_temps()  # what the run uses, for official readers
         values.update(arch=arch.family.name, patch_size=arch.patch_size,
+                      warmup_teacher_temp=warmup_temp, teacher_temp=temp,
                       use_fp16=self.precision == "fp16", local_rank=0)
         return argparse.Namespace(**values)
+
+
+def _default(name: str) -> Any:
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
 
 
 def _check_field(f: dataclasses.Field, value: Any) -> None:

@@ -79,7 +79,10 @@ def eval_transform(image_size: int) -> transforms.Compose:
         transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
 
-class _Images(Dataset):
+class ImageFiles(Dataset):
+    """Image files through a transform: (image (3, S, S), readable); an unreadable
+    file is warned about and gives zeros and False."""
+
     def __init__(self, paths: list[str], transform: transforms.Compose, size: int) -> None:
         self.paths, self.transform, self.size = paths, transform, size
 
@@ -105,7 +108,7 @@ def extract_features(model: nn.Module, paths: list[str], image_size: int, batch_
     normalised NaN features would otherwise vote at random and give chance-level accuracy.
     """
     device = torch.device(device)
-    loader = DataLoader(_Images(paths, eval_transform(image_size), image_size),
+    loader = DataLoader(ImageFiles(paths, eval_transform(image_size), image_size),
                         batch_size=batch_size, num_workers=num_workers)
     feats, ok = [], []
     was_training = model.training

@@ -13,18 +13,20 @@ import time
 from dataclasses import dataclass
 from typing import Any, Iterator
 
+from dino_core.errors import UserError
 from dino_core.signals import GracefulStop, Interrupted
 
 from . import distributed as D
 from .budget import BudgetCheck
 from .builders import Trainer, build_trainer
 from .checkpointing import resume, save_checkpoint
+from .collapse import CollapseWatch
 from .config import TrainConfig
 from .context import make_context
 from .logging_utils import IntervalMeter, JsonlLog, plot_training
 from .outputs import lock_output_dir, make_output_dir, write_config
 from .progress import Progress, log_record, monitor_knn
-from .step import make_views, train_step
+from .step import closes_a_record, make_views, train_step
 
 
 @dataclass
@@ -32,7 +34,12 @@ class TrainSummary:
     steps: int
     epoch: int
     last_loss: float | None
-    stopped_by: str   # "epochs" | "max_steps" | "max_minutes" (a signal raises Interrupted)
+    stopped_by: str   # "epochs" | "max_steps" | "max_minutes" (a signal raises Interrupted,
+    #                   a collapse with --stop-on-collapse raises Collapsed)
+
+
+class Collapsed(UserError):
+    """``--stop-on-collapse``: the teacher collapsed; the checkpoint of the last step is written."""
 
 
 def should_stop(t: Trainer, started: float, signal: GracefulStop) -> str | None:
@@ -80,8 +87,24 @@ def batches(t: Trainer, signal: GracefulStop) -> Iterator[Any]:
             raise
 
 
+def watch_collapse(t: Trainer, watch: CollapseWatch, record: dict, log: JsonlLog,
+                   progress: Progress) -> bool:
+    """Check a training record for collapse; a new one is warned about once (and recorded in
+    ``log.jsonl``). True when the run must stop for it (``--stop-on-collapse``). Every process
+    reads the same record (averaged over processes), so all decide alike."""
+    collapse = watch.check(record)
+    if collapse is None:
+        return False
+    if t.ctx.dist.is_main:
+        progress.warn(collapse.message)
+        log.write({"step": collapse.step, "epoch": t.state.epoch, "collapse": collapse.mode,
+                   "warning": collapse.message, "time": time.time()})
+    return t.cfg.stop_on_collapse
+
+
 def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
-              signal: GracefulStop, budget: BudgetCheck | None = None) -> str | None:
+              signal: GracefulStop, budget: BudgetCheck | None = None,
+              watch: CollapseWatch | None = None) -> str | None:
     """Train the rest of the current epoch; returns why it stopped early, if it did."""
     t.sampler.set_epoch(t.state.epoch)
     t.sampler.start_batch = t.state.step_in_epoch
@@ -90,19 +113,22 @@ def run_epoch(t: Trainer, log: JsonlLog, progress: Progress, started: float,
         crops = make_views(t, batch)
         data_time = time.perf_counter() - last  # waiting for the loader, and making the views
         t.state.skipped_files += int(skipped.sum())
-        loss = train_step(t, crops)
+        loss = train_step(t, crops, diagnose=closes_a_record(t))
         t.state.step += 1
         t.state.step_in_epoch += 1
         if budget is not None:
             budget.after_step(t)
-        meter.update(loss, len(skipped), data_time, t.last_terms)
+        meter.update(loss, len(skipped), data_time, t.last_terms, t.loss.last_diagnostics)
         progress.update(loss, float(t.schedules.lr[t.state.step - 1]),
                         meter.images * t.ctx.dist.world_size / max(time.perf_counter() - meter.started, 1e-9))
         if t.state.step % t.cfg.log_every == 0:
             record = log_record(t, meter)
             if t.ctx.dist.is_main:
                 log.write(record)
+            progress.show_teacher(record)
             meter = IntervalMeter()
+            if watch is not None and watch_collapse(t, watch, record, log, progress):
+                return "collapse"
         if t.cfg.knn_every_steps and t.state.step % t.cfg.knn_every_steps == 0 and t.cfg.knn_train_data:
             monitor_knn(t, log)
         if t.cfg.ckpt_every_steps and t.state.step % t.cfg.ckpt_every_steps == 0:
@@ -153,10 +179,10 @@ def _train(t: Trainer) -> TrainSummary:
     progress, started, stop, last_loss = Progress(t, total), time.perf_counter(), None, None
     with GracefulStop(quiet_worker_deaths) as signal:
         stop = should_stop(t, started, signal)
-        budget = BudgetCheck(t, started, progress)
+        budget, watch = BudgetCheck(t, started, progress), CollapseWatch(t.cfg)
         try:
             while stop is None and t.state.epoch < t.cfg.epochs:
-                stop = run_epoch(t, log, progress, started, signal, budget)
+                stop = run_epoch(t, log, progress, started, signal, budget, watch)
                 if stop is None:
                     t.state.epoch += 1
                     t.state.step_in_epoch = 0
@@ -173,6 +199,11 @@ def _train(t: Trainer) -> TrainSummary:
             save_checkpoint(t, epoch_end=False)
     if signal.requested:
         raise Interrupted(signal.signum)
+    if stop == "collapse":
+        raise Collapsed(f"stopped at step {t.state.step} on the collapse above "
+                        f"(--stop-on-collapse); {t.out / 'checkpoint.pth'} holds that step: "
+                        "run again with the options changed to resume from it, or with "
+                        "--no-resume to start over")
     records = [r for r in log.records() if "loss" in r]
     if records:
         last_loss = records[-1]["loss"]

@@ -5,7 +5,12 @@ Same signature, buffer (``center``) and numerics as ``DINOLoss`` in facebookrese
 
 Two options from DINOv2 (Oquab et al. 2023, section 4), off by default: Sinkhorn-Knopp
 normalisation of the teacher instead of the running centre (``centering="sinkhorn_knopp"``), and
-the KoLeo spreading term on the student's [CLS] features (:func:`koleo_loss`).
+the KoLeo spreading term on the student's [CLS] features (:func:`koleo_loss`). And one to see
+DINO's balance (Caron et al. 2021, section 5.3): ``centering="none"``, sharpening alone, which
+collapses to one prototype.
+
+Each forward also measures the teacher's distribution (:mod:`dino_train.diagnostics`) from the
+targets and the loss it has made anyway: ``last_diagnostics``, a small tensor on the device.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import CENTERINGS  # the option's choices, declared once with it
+from .diagnostics import teacher_diagnostics
 from .schedules import teacher_temp_schedule
 
 
@@ -62,10 +68,13 @@ def sinkhorn_knopp(teacher_output: torch.Tensor, temp: float, n_iterations: int 
 
 def teacher_targets(teacher_output: torch.Tensor, center: torch.Tensor, temp: float,
                     centering: str) -> torch.Tensor:
-    """Teacher probabilities (N, K): softmax((t - center) / temp), or Sinkhorn-Knopp's."""
+    """Teacher probabilities (N, K): softmax((t - center) / temp), Sinkhorn-Knopp's, or with
+    ``centering="none"`` softmax(t / temp)."""
     teacher_output = teacher_output.float().detach()
     if centering == "sinkhorn_knopp":
         return sinkhorn_knopp(teacher_output, temp)
+    if centering == "none":
+        return F.softmax(teacher_output / temp, dim=-1)
     return F.softmax((teacher_output - center) / temp, dim=-1)
 
 
@@ -117,13 +126,16 @@ class DINOLoss(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
         self.teacher_temp_schedule = teacher_temp_schedule(
             warmup_teacher_temp, teacher_temp, warmup_teacher_temp_epochs, nepochs)
+        self.diagnose = True  # measure the teacher in forward (the loop: on logged steps only)
+        self.last_diagnostics: torch.Tensor | None = None  # (7,): diagnostics.DIAGNOSTICS
 
     def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor,
                 epoch: int) -> torch.Tensor:
         """Student (ncrops * B, K) and teacher (2 * B, K) outputs, crops stacked crop-major.
 
         Returns the mean over the 2 * (ncrops - 1) (teacher crop, other student crop) pairs of
-        the batch-mean cross-entropy, and updates the centre with the teacher batch.
+        the batch-mean cross-entropy, and updates the centre with the teacher batch. With
+        ``diagnose``, ``last_diagnostics`` gets the teacher's diagnostics of this batch.
         """
         n_global = 2
         batch = teacher_output.shape[0] // n_global
@@ -138,6 +150,9 @@ class DINOLoss(nn.Module):
         others = log_p.sum(dim=0, keepdim=True) - log_p[:n_global]
         n_terms = n_global * (self.ncrops - 1)
         loss = -(q * others).sum() / (batch * n_terms)
+        # before the centre moves: the one these targets were made with
+        self.last_diagnostics = teacher_diagnostics(q.view(n_global * batch, -1), loss,
+                                                    self.center) if self.diagnose else None
         if self.centering == "center":
             self.update_center(teacher_output)
         return loss

@@ -11,11 +11,12 @@ import torch
 
 from . import distributed as D
 from .builders import Trainer
+from .diagnostics import DIAGNOSTICS
 from .logging_utils import IntervalMeter, JsonlLog
 
 log = logging.getLogger(__name__)
 # The log record's terms averaged over processes (the other figures are this process's own).
-AVERAGED_TERMS = ("loss", "koleo", "ibot")
+AVERAGED_TERMS = ("loss", "koleo", "ibot", *DIAGNOSTICS)
 
 
 class Progress:
@@ -23,6 +24,7 @@ class Progress:
 
     def __init__(self, t: Trainer, total: int) -> None:
         self.bar = None
+        self.teacher: dict[str, str] = {}  # the last record's diagnostics, in short
         if t.cfg.progress and t.ctx.dist.is_main:
             from tqdm import tqdm
             self.bar = tqdm(total=total, initial=t.state.step, unit="step", dynamic_ncols=True)
@@ -30,8 +32,16 @@ class Progress:
     def update(self, loss: float, lr: float, images_per_s: float) -> None:
         if self.bar is not None:
             self.bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", img_s=f"{images_per_s:.1f}",
-                                 refresh=False)
+                                 **self.teacher, refresh=False)
             self.bar.update(1)
+
+    def show_teacher(self, record: dict[str, Any]) -> None:
+        """The teacher's entropy (as a share of ln K), KL(teacher || student) and prototypes in
+        use, from a log record, on the bar from now on: ``H=0.62lnK, KL=0.31, protos=1234``."""
+        if "teacher_entropy_frac" in record:
+            self.teacher = {"H": f"{record['teacher_entropy_frac']:.2f}lnK",
+                            "KL": f"{record['kl']:.3g}",
+                            "protos": f"{record['prototypes_used']:.0f}"}
 
     def warn(self, message: str) -> None:
         """A warning through :mod:`logging`, on a line of its own when the bar is shown."""

@@ -106,9 +106,22 @@ def make_views(t: Trainer, batch: Any) -> list[torch.Tensor]:
     return t.augment(images.to(t.ctx.device, non_blocking=True), sizes, generator)
 
 
-def train_step(t: Trainer, crops: list[torch.Tensor]) -> float:
-    """One optimisation step at ``t.state``; returns the loss (before the update)."""
+def closes_a_record(t: Trainer) -> bool:
+    """Whether the step about to run is the last of a ``log.jsonl`` record's interval (every
+    ``--log-every`` steps, the end of an epoch, ``--max-steps``): the teacher's diagnostics are
+    measured on those steps (see :mod:`dino_train.diagnostics` for why not on every step)."""
+    done = t.state.step + 1
+    return (done % t.cfg.log_every == 0
+            or t.state.step_in_epoch + 1 == t.schedules.iters_per_epoch
+            or (t.cfg.max_steps is not None and done >= t.cfg.max_steps))
+
+
+def train_step(t: Trainer, crops: list[torch.Tensor], diagnose: bool = False) -> float:
+    """One optimisation step at ``t.state``; returns the loss (before the update). With
+    ``diagnose``, ``t.loss.last_diagnostics`` gets the teacher's diagnostics of this step
+    (else None)."""
     it, epoch = t.state.step, t.state.epoch
+    t.loss.diagnose = diagnose
     set_schedules(t.optimizer, t.schedules, it)
     crops = [c.to(t.ctx.device, non_blocking=True) for c in crops]
     if t.nets.last_layer_freeze is not None:
