@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_demo_writes_every_output(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--out", str(out),
-                           "--train-minutes", "0.3", "--max-frames", "12"],
+                           "--train-minutes", "0.1", "--max-frames", "12"],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     report = (out / "report.md").read_text()

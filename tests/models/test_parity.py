@@ -30,6 +30,7 @@ from weights import (
 # rounding, |fp32 - fp64|, is <= 4.9e-6 there): 1e-5 holds across both. See
 # test_dinov2_parity.TOL for the wider model, where it does not.
 TOL = 1e-5
+LARGE_GRID = 2000   # patches above which a case checks the single-pass method only
 REF = np.load(VECTORS / "reference_vectors.npz")
 CASES = [(name, h, w) for name, cfg in CONFIGS.items() for h, w in cfg[4]]
 
@@ -52,6 +53,19 @@ def test_outputs_match_official(name, h, w):
     model = _our_model(name)
     x = torch.from_numpy(deterministic_images(batch, h, w, sum(map(ord, name)) + h + w))
     tag = f"{name}/{h}x{w}"
+    ref_cls, ref_attn = REF[f"{tag}/cls"], REF[f"{tag}/attn_rows"]
+    ref_patch = REF[f"{tag}/patch_subset"]
+    if (h // model.patch_size) * (w // model.patch_size) > LARGE_GRID:
+        # ViT-S/8 at 480x640 (4,800 tokens, 12 blocks): one forward pass costs ~6 s on two
+        # cores, so only the single-pass method export and runtime use; every method is checked
+        # at this size on tiny16_d2 and on ViT-S/8 at 224x224.
+        with torch.no_grad():
+            one_cls, one_patch, one_attn = (t.numpy()
+                                            for t in model.forward_features_and_attention(x))
+        assert np.abs(one_cls - ref_cls).max() <= TOL
+        assert np.abs(one_patch[:, ::stride] - ref_patch).max() <= TOL
+        assert np.abs(one_attn - ref_attn[:, :, 0, 1:]).max() <= TOL
+        return
     with torch.no_grad():
         cls = model(x).numpy()
         full_attn = model.get_last_selfattention(x)
@@ -60,8 +74,6 @@ def test_outputs_match_official(name, h, w):
         patch = model.get_intermediate_layers(x, 1)[0][:, 1:].numpy()
         one_cls, one_patch, one_attn = (t.numpy() for t in model.forward_features_and_attention(x))
         lean_cls, lean_attn = (t.numpy() for t in model.forward_cls_and_attention(x))
-    ref_cls, ref_attn = REF[f"{tag}/cls"], REF[f"{tag}/attn_rows"]
-    ref_patch = REF[f"{tag}/patch_subset"]
     assert np.abs(cls - ref_cls).max() <= TOL
     assert np.abs(attn - ref_attn).max() <= TOL
     assert np.abs(patch[:, ::stride] - ref_patch).max() <= TOL
