@@ -142,6 +142,37 @@ def test_auto_takes_the_first_installed_row_that_reads_the_file_on_the_device(mo
     assert [e.name for e in auto_rows("m.xml", "cpu")] == ["openvino"]  # loading says: install
 
 
+def test_auto_runs_int8_files_on_onnxruntime_where_int8_products_saturate(monkeypatch, exported):
+    """OpenVINO's int8 kernels on an x86 CPU without VNNI ran ViT-S/16 at 0.42x ONNX Runtime's
+    (docs/benchmarks/cpu-without-vnni.md): there auto puts ONNX Runtime first for int8 files;
+    float files, other devices and VNNI CPUs keep the table's order."""
+    import onnx
+
+    from dino_runtime import backends
+    from dino_runtime.backends.onnx_props import exported_precision, read_props
+    for name, path in exported.items():  # the metadata, read without loading the graph
+        assert read_props(path) == {p.key: p.value for p in onnx.load(path).metadata_props}
+        assert exported_precision(path) == name
+    for saturate, int8_first in ((True, "onnxruntime"), (False, "openvino")):
+        monkeypatch.setattr(backends, "int8_products_saturate", lambda: saturate)
+        assert [e.name for e in auto_rows(exported["int8"], "cpu")] == \
+            [int8_first, "onnxruntime" if int8_first == "openvino" else "openvino"]
+        assert [e.name for e in auto_rows(exported["fp32"], "cpu")] == ["openvino", "onnxruntime"]
+        assert [e.name for e in auto_rows(exported["int8"], "GPU")] == ["openvino"]
+    assert read_props(exported["fp32"].parent / "missing.onnx") == {}
+
+
+def test_onnx_props_of_a_file_that_is_not_one(tmp_path, exported):
+    """Junk, a truncated file, a length past the end: no metadata, no exception (the engines
+    then read the file and say what is wrong with it)."""
+    from dino_runtime.backends.onnx_props import exported_precision
+    whole = exported["int8"].read_bytes()
+    for data in (b"", b"\xff" * 40, b"\x0a\xff\xff\xff\xff\x0f", b"junk, not protobuf",
+                 whole[:len(whole) // 2], whole[:-3]):
+        (tmp_path / "x.onnx").write_bytes(data)
+        assert exported_precision(tmp_path / "x.onnx") is None
+
+
 def test_device_names():
     assert [device_kind(d) for d in ("cpu", "cuda", "cuda:1", "GPU", "gpu.1", "NPU")] == \
         ["cpu", "cuda", "cuda", "gpu", "gpu", "npu"]
