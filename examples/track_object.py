@@ -13,37 +13,44 @@ from __future__ import annotations
 
 import argparse
 
-import cv2
+from dino_core.errors import UserError
+from dino_runtime import RenderOptions, Runtime, SourceSpec, open_source
+from dino_runtime.tracking import LabelImageError, Seed, TrackConfig, parse_box, read_labels
+from dino_runtime.writers import VideoSink
 
-from dino_runtime import Runtime
-from dino_runtime.tracking import Seed, TrackConfig, draw_tracking, parse_box, read_labels
+
+def track(args: argparse.Namespace) -> None:
+    seed = (Seed(box=parse_box(args.box)) if args.box
+            else Seed(labels=read_labels(args.mask)[0], origin=args.mask))
+    runtime = Runtime(args.model, batch_size=4, threshold=None)
+    source = open_source(SourceSpec(path=args.video))
+    # RenderOptions() with tracking: the pipeline draws each object in its DAVIS colour in its
+    # post-processing stage (r.rendered). The sink writes a temporary name, renamed at the end,
+    # so a failed run never leaves a half-written --out.
+    with VideoSink(args.out, source.info.fps) as sink:
+        for r in runtime.stream(source, render=RenderOptions(), track=TrackConfig(seed=seed)):
+            sink.write(r)
+            seen = ", ".join(f"object {o.id}: area {o.area} px, box {o.box}, centroid "
+                             f"({o.centroid[0]:.0f}, {o.centroid[1]:.0f})"
+                             for o in r.track.objects)
+            print(f"frame {r.index}: {seen or 'nothing found'}")
+    print(f"wrote {args.out}; {runtime.last_summary.format().splitlines()[0]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("model", help="an .onnx exported with --outputs cls,attn,patch")
-    parser.add_argument("video")
+    parser.add_argument("video", help="a video file, a folder of frames or a glob")
     parser.add_argument("--box", help="X,Y,W,H around the object in the first frame")
     parser.add_argument("--mask", help="or the first frame's mask (palette or 0/255 PNG)")
-    parser.add_argument("--out", default="tracked.mp4")
+    parser.add_argument("--out", default="tracked.mp4", help=".mp4 or .avi")
     args = parser.parse_args()
     if (args.box is None) == (args.mask is None):
-        raise SystemExit("give one of --box and --mask")
-    seed = (Seed(box=parse_box(args.box)) if args.box
-            else Seed(labels=read_labels(args.mask)[0], origin=args.mask))
-    runtime = Runtime(args.model, batch_size=4, threshold=None)
-    writer = None
-    for r in runtime.stream(args.video, track=TrackConfig(seed=seed)):
-        if writer is None:
-            h, w = r.frame.image.shape[:2]
-            writer = cv2.VideoWriter(args.out, cv2.VideoWriter_fourcc(*"mp4v"), 25, (w, h))
-        writer.write(draw_tracking(r.frame.image, r.track))
-        seen = ", ".join(f"object {o.id}: area {o.area} px, box {o.box}, centroid "
-                         f"({o.centroid[0]:.0f}, {o.centroid[1]:.0f})" for o in r.track.objects)
-        print(f"frame {r.index}: {seen or 'nothing found'}")
-    if writer is not None:
-        writer.release()
-    print(f"wrote {args.out}; {runtime.last_summary.format().splitlines()[0]}")
+        parser.error("give one of --box and --mask")
+    try:
+        track(args)
+    except (UserError, LabelImageError) as e:  # a bad box, mask, model or video: one line
+        raise SystemExit(f"track_object.py: {e}") from None
 
 
 if __name__ == "__main__":

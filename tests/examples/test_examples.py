@@ -139,5 +139,19 @@ def test_track_object_follows_the_box(tmp_path, tiny_pretrained, clip):
                   "10,30,50,50", "--out", str(out), cwd=tmp_path)
     lines = stdout.splitlines()
     assert lines[0].startswith("frame 0: object 1: area ") and len(lines) == 25
+    assert lines[-1].startswith(f"wrote {out}; ")
     cap = cv2.VideoCapture(str(out))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 24
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12)          # the source's frame rate
+    ok, first = cap.read()
+    cap.release()
+    # The overlay is drawn: the first frame differs from the clip's inside the seeded box.
+    plain = cv2.VideoCapture(str(clip)).read()[1]
+    assert ok and np.abs(first[30:80, 10:60].astype(int) - plain[30:80, 10:60]).mean() > 5
+    # A box outside the frame: one line, a non-zero exit, and no output file.
+    bad = subprocess.run([sys.executable, str(EXAMPLES / "track_object.py"), str(model), str(clip),
+                          "--box", "500,500,20,20", "--out", str(tmp_path / "bad.mp4")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "outside" in bad.stderr
+    assert not (tmp_path / "bad.mp4").exists()
