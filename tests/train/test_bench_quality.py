@@ -51,38 +51,6 @@ def test_extract_once_and_subset_takes_the_first_images_by_name(tmp_path):
         bq.subset(train, work / "sub", 6)
 
 
-def test_tiny_run_end_to_end(tmp_path):
-    _archive(tmp_path, "train", 6, seed=0)
-    _archive(tmp_path, "test", 3, seed=1)
-    work = tmp_path / "work"
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), "--shared-data", str(tmp_path / "shared"), "--work",
-         str(work), "--per-class", "4", "--minutes", "5", "--nb-knn", "2,4", "--",
-         "--max-steps", "2", "--batch_size_per_gpu", "4", "--num_workers", "0", "--no-progress",
-         "--log-every", "1", "--knn-every-steps", "1"],
-        capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert r.returncode == 0, r.stderr + r.stdout
-    res_run, res_init = (json.loads((work / f"{n}.knn.json").read_text())
-                         for n in ("run", "run_init"))
-    trained = {x["k"]: x["top1"] for x in res_run["results"]}
-    init = {x["k"]: x["top1"] for x in res_init["results"]}
-    assert res_run["train_images"] == res_init["train_images"] == 8  # the 4-per-class bank
-    rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]]
-            for line in r.stdout.splitlines() if line[:1].isdigit()}
-    assert sorted(rows) == [2, 4]
-    for k, (before, after, gain) in rows.items():
-        assert before == pytest.approx(init[k], abs=0.006)  # printed with 2 decimals
-        assert after == pytest.approx(trained[k], abs=0.006)
-        assert gain == pytest.approx(trained[k] - init[k], abs=0.006)
-    assert "trained 2 steps" in r.stdout
-    # The monitor ran on the bank and the first test images (3 per class here: all of them).
-    records = [json.loads(x) for x in (work / "run" / "log.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in records if "knn_top1" in x] == [1, 2]
-    assert not (work / "run_init" / "log.jsonl").exists() or not any(
-        "loss" in json.loads(x) for x in (work / "run_init" / "log.jsonl").read_text().splitlines())
-    assert "target +10:" in r.stdout
-
-
 def test_missing_data_is_a_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), "--shared-data", str(tmp_path / "none"),
                         "--work", str(tmp_path / "w")], capture_output=True, text=True, timeout=60,
@@ -120,33 +88,54 @@ def test_an_earlier_run_is_never_overwritten(tmp_path):
     assert (earlier / "checkpoint.pth").read_bytes() == b"earlier results"
 
 
-def test_seeds_run_once_each_and_the_target_is_read_on_the_worst_seed(tmp_path):
-    _archive(tmp_path, "train", 4, seed=0)
-    _archive(tmp_path, "test", 2, seed=1)
+def test_seeded_tiny_runs_end_to_end_and_the_target_is_read_on_the_worst_seed(tmp_path):
+    """Two seeds, each a whole tiny run (2 steps, the k-NN monitor every step, then k-NN of the
+    trained and of the untrained network): each prints its own table, then the gains side by
+    side, the target read on the worst seed. (One test: each run costs ~10 s of processes.)"""
+    _archive(tmp_path, "train", 6, seed=0)
+    _archive(tmp_path, "test", 3, seed=1)
     work = tmp_path / "work"
     r = _script("--shared-data", str(tmp_path / "shared"), "--work", str(work), "--name", "rec",
-                "--per-class", "4", "--nb-knn", "2,4", "--seeds", "0,1", "--target=-100",
-                "--", "--max-steps", "1", "--batch_size_per_gpu", "4", "--num_workers", "0",
-                "--no-progress", "--knn-every-steps", "0")
+                "--per-class", "4", "--minutes", "5", "--nb-knn", "2,4", "--seeds", "0,1",
+                "--target=-100", "--", "--max-steps", "2", "--batch_size_per_gpu", "4",
+                "--num_workers", "0", "--no-progress", "--log-every", "1",
+                "--knn-every-steps", "1")
     assert r.returncode == 0, r.stderr + r.stdout
+    per_seed, summary = r.stdout.split("over seeds 0, 1:")
+    assert per_seed.count("trained 2 steps") == 2
+    tables = [[float(v) for v in line.split()] for line in per_seed.splitlines()
+              if line[:1].isdigit()]
+    assert [int(row[0]) for row in tables] == [2, 4, 2, 4]   # seed 0's table, then seed 1's
     gains = {}
-    for seed in (0, 1):
+    for i, seed in enumerate((0, 1)):
         config = json.loads((work / f"rec_s{seed}" / "config.json").read_text())
         assert config["seed"] == seed
-        trained, init = ({x["k"]: x["top1"] for x in json.loads(
-            (work / f"rec_s{seed}{suffix}.knn.json").read_text())["results"]}
-            for suffix in ("", "_init"))
+        res_run, res_init = (json.loads((work / f"rec_s{seed}{suffix}.knn.json").read_text())
+                             for suffix in ("", "_init"))
+        assert res_run["train_images"] == res_init["train_images"] == 8  # the 4-per-class bank
+        trained = {x["k"]: x["top1"] for x in res_run["results"]}
+        init = {x["k"]: x["top1"] for x in res_init["results"]}
         gains[seed] = {k: trained[k] - init[k] for k in trained}
-    summary = r.stdout[r.stdout.index("over seeds 0, 1:"):].splitlines()
+        for k, before, after, gain in tables[2 * i:2 * i + 2]:
+            assert before == pytest.approx(init[k], abs=0.006)  # printed with 2 decimals
+            assert after == pytest.approx(trained[k], abs=0.006)
+            assert gain == pytest.approx(trained[k] - init[k], abs=0.006)
+        # The monitor ran on the bank and the test images (3 per class: all of them).
+        records = [json.loads(x) for x in
+                   (work / f"rec_s{seed}" / "log.jsonl").read_text().splitlines()]
+        assert [x["step"] for x in records if "knn_top1" in x] == [1, 2]
+        init_log = work / f"rec_s{seed}_init" / "log.jsonl"
+        assert not init_log.exists() or not any(
+            "loss" in json.loads(x) for x in init_log.read_text().splitlines())
     rows = {int(line.split()[0]): [float(v) for v in line.split()[1:]]
-            for line in summary if line[:1].isdigit()}
+            for line in summary.splitlines() if line[:1].isdigit()}
     assert sorted(rows) == [2, 4]
     for k, (g0, g1, mean, low) in rows.items():
         assert g0 == pytest.approx(gains[0][k], abs=0.006)
         assert g1 == pytest.approx(gains[1][k], abs=0.006)
         assert mean == pytest.approx((gains[0][k] + gains[1][k]) / 2, abs=0.006)
         assert low == pytest.approx(min(gains[0][k], gains[1][k]), abs=0.006)
-    assert summary[-1] == "target -100: met by each of the 2 seeds at k = 2, 4"
+    assert summary.strip().splitlines()[-1] == "target -100: met by each of the 2 seeds at k = 2, 4"
 
 
 @pytest.mark.parametrize("seeds, extra, reason", [
