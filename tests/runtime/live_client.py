@@ -70,6 +70,9 @@ class Viewer:
             self.thread.start()
 
     def _read(self) -> None:
+        # Viewers are other machines in real use; here they share the run's two cores, so they
+        # read at the lowest priority (a Linux thread's nice value is its own).
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         buffer = b""
         try:
             while chunk := self.sock.recv(65536):
