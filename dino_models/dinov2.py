@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .layers import trunc_normal_
-from .vision_transformer import VisionTransformer
+from .vision_transformer import VisionTransformer, blocks_taken, intermediate_patches
 
 # The official ffn_layer names, mapped to this project's layers.
 FFN_NAMES = {"mlp": "mlp", "swiglu": "swiglu", "swiglufused": "swiglu"}
@@ -91,20 +91,13 @@ class DinoVisionTransformer(VisionTransformer):
         users call it this way): patch tokens (B, N, D), or (B, D, H/p, W/p) with ``reshape``,
         of the last ``n`` blocks (or of the blocks listed in ``n``); with
         ``return_class_token`` each entry is (patch tokens, [CLS] (B, D))."""
-        take = range(len(self.blocks) - n, len(self.blocks)) if isinstance(n, int) else n
+        take = blocks_taken(n, len(self.blocks))
         tokens, out = self.prepare_tokens(x), []
         for i, blk in enumerate(self.blocks):
             tokens = blk(tokens)
             if i in take:
                 out.append(self.norm(tokens) if norm else tokens)
-        if len(out) != len(take):
-            raise ValueError(f"blocks {list(take)} asked, the model has {len(self.blocks)}")
-        r = self.num_prefix_tokens
-        patches = [o[:, r:] for o in out]
-        if reshape:
-            gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-            patches = [p.reshape(x.shape[0], gh, gw, -1).permute(0, 3, 1, 2).contiguous()
-                       for p in patches]
+        patches = intermediate_patches(out, take, self, x, reshape)
         if return_class_token:
             return tuple(zip(patches, [o[:, 0] for o in out]))
         return tuple(patches)

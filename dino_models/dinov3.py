@@ -30,7 +30,7 @@ from torch import nn
 from .layers import Block, PatchEmbed, RopePositionEmbedding, swiglu_hidden_features, trunc_normal_
 from .layers.key_bias import KeyMaskedBiasLinear
 from .layers.layer_scale import LayerScale
-from .vision_transformer import VisionTransformer
+from .vision_transformer import VisionTransformer, blocks_taken, intermediate_patches
 
 NUM_STORAGE_TOKENS = 4      # every released DINOv3 ViT has 4
 # The official norm names: "layernormbf16" (every release) is a LayerNorm with eps 1e-5.
@@ -207,21 +207,15 @@ class Dinov3VisionTransformer(VisionTransformer):
         ``reshape``, of the last ``n`` blocks (or of the blocks listed in ``n``); with
         ``return_class_token`` / ``return_extra_tokens`` each entry is a tuple that adds [CLS]
         (B, D) and/or the storage tokens (B, R, D), in that order."""
-        take = range(len(self.blocks) - n, len(self.blocks)) if isinstance(n, int) else n
+        take = blocks_taken(n, len(self.blocks))
         tokens, rope = self.embed(x)
         out = []
         for i, blk in enumerate(self.blocks[:max(take, default=-1) + 1]):  # none after the last
             tokens = blk(tokens, rope)
             if i in take:
                 out.append(self.norm_tokens(tokens) if norm else tokens)
-        if len(out) != len(take):
-            raise ValueError(f"blocks {list(take)} asked, the model has {len(self.blocks)}")
+        patches = intermediate_patches(out, take, self, x, reshape)
         r = self.num_prefix_tokens
-        patches = [o[:, r:] for o in out]
-        if reshape:
-            gh, gw = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
-            patches = [p.reshape(x.shape[0], gh, gw, -1).permute(0, 3, 1, 2).contiguous()
-                       for p in patches]
         extras = [[o[:, 0] for o in out] if return_class_token else None,
                   [o[:, 1:r] for o in out] if return_extra_tokens else None]
         columns = [patches] + [e for e in extras if e is not None]

@@ -336,3 +336,22 @@ def vit_base(patch_size: int = 16, **kwargs) -> VisionTransformer:
 def vit_large(patch_size: int = 16, **kwargs) -> VisionTransformer:
     """Not released by DINO; ViT-L/16 as in timm and DINOv2 (1024 wide, 24 deep, 16 heads)."""
     return _vit(patch_size, 1024, 16, **{"depth": 24, **kwargs})
+
+
+def blocks_taken(n, count: int):
+    """``get_intermediate_layers``' ``n`` (the last n blocks, or a list of indices) -> indices."""
+    return range(count - n, count) if isinstance(n, int) else n
+
+
+def intermediate_patches(out: list, take, model, x: torch.Tensor, reshape: bool) -> list:
+    """The patch tokens of the blocks ``out`` holds (one per index of ``take``, else a
+    ValueError as the official methods raise): (B, N, D), or (B, D, H/p, W/p) with
+    ``reshape``; the prefix ([CLS], registers or storage tokens) dropped."""
+    if len(out) != len(take):
+        raise ValueError(f"blocks {list(take)} asked, the model has {len(model.blocks)}")
+    patches = [o[:, model.num_prefix_tokens:] for o in out]
+    if reshape:
+        gh, gw = x.shape[-2] // model.patch_size, x.shape[-1] // model.patch_size
+        patches = [p.reshape(x.shape[0], gh, gw, -1).permute(0, 3, 1, 2).contiguous()
+                   for p in patches]
+    return patches
